@@ -1,0 +1,32 @@
+"""`annorm`: the Typer app. Heavy imports (torch) live inside the command bodies so that
+`annorm --help` answers at once."""
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from annorm_cli import __version__
+from annorm_cli.cli import train as train_commands
+from annorm_cli.cli.errors import run_guarded
+
+app = typer.Typer(name="annorm", no_args_is_help=True, add_completion=True,
+                  help="Conditional image generation with Attentive Normalization (CVPR 2020).")
+app.add_typer(train_commands.app, name="train")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"annorm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+                                                  help="Print the version and exit.")) -> None:
+    """annorm: generate, inpaint and inspect images with Attentive Normalization."""
+
+
+def main() -> None:
+    sys.exit(run_guarded(app))

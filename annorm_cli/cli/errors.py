@@ -1,0 +1,34 @@
+"""Turn annorm's errors into one sentence on stderr and the documented exit codes:
+0 success, 2 bad usage or bad input, 1 an unexpected internal error."""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from annorm_cli.errors import AnnormError
+
+
+def fail(message: str) -> "typer.Exit":
+    typer.echo(f"annorm: error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def run_guarded(app: typer.Typer) -> int:
+    try:
+        result = app(standalone_mode=False)
+    except AnnormError as exc:
+        typer.echo(f"annorm: error: {exc}", err=True)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("annorm: interrupted.", err=True)
+        return 130
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return result if isinstance(result, int) else 0

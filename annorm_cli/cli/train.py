@@ -1,0 +1,109 @@
+"""`annorm train class` (and later `inpaint`): train your own models, resumable, under torchrun too."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from annorm_cli.cli.errors import fail
+
+app = typer.Typer(no_args_is_help=True, help="Train your own AN generators (resumable; torchrun for several processes).")
+
+
+def _channels(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) < 1:
+        raise fail(f"{option} takes four positive widths separated by commas, like 256,128,64,32.")
+    return values
+
+
+class _Reporter:
+    """Prints training events: one line per log on a pipe, a rich status line on a terminal."""
+
+    def __init__(self, quiet: bool, is_main: bool) -> None:
+        from rich.console import Console
+        self.console = Console(stderr=True)
+        self.quiet = quiet or not is_main
+
+    def __call__(self, kind: str, info: dict) -> None:
+        if self.quiet:
+            return
+        if kind == "log":
+            eta = time.strftime("%H:%M:%S", time.gmtime(info["eta_s"]))
+            self.console.print(f"step {info['step']:>7}  D {info['loss_d']:.3f}  G {info['loss_g']:.3f}  "
+                               f"ortho {info['ortho']:.4f}  {info['img_per_s']:.1f} img/s  left {eta}")
+        elif kind == "precision":
+            timings = ", ".join(f"{k} {v:.2f} s/step" for k, v in info["seconds_per_step"].items())
+            self.console.print(f"precision probe: {timings} -> {info['chosen']}")
+        elif kind == "start":
+            self.console.print(f"training from step {info['step']} to {info['steps']} on {info['images']} images, "
+                               f"{info['world']} process(es), {info['precision']}")
+        elif kind in ("checkpoint", "samples", "stop"):
+            self.console.print(f"{kind}: {info}")
+
+
+@app.command("class")
+def train_class(
+    out: Path = typer.Option(..., "--out", help="Run folder (checkpoint, log.jsonl, sample grids). Keep it outside the repo."),
+    data: Path = typer.Option(Path("../shared/data/cifar10-jpeg.tar.gz"), help="ImageFolder tree or a tar(.gz) of one."),
+    split: str = typer.Option("train", help="Sub-folder of the tree to train on."),
+    resume: Optional[Path] = typer.Option(None, help="Continue from a run folder or a checkpoint file (e.g. weights/cifar10-an.train.pt)."),
+    steps: int = typer.Option(100_000, help="Total generator steps (the run stops there)."),
+    batch_size: int = typer.Option(64, help="Global batch size, split over all processes."),
+    lr_g: float = typer.Option(1e-4, help="Generator learning rate."),
+    lr_d: float = typer.Option(4e-4, help="Discriminator learning rate (two time-scales)."),
+    d_steps: int = typer.Option(1, help="Discriminator updates per generator update."),
+    lr_decay_start: Optional[int] = typer.Option(None, help="Decay both learning rates linearly to 0 from this step."),
+    ema_decay: float = typer.Option(0.999, help="EMA decay of the generator weights (the EMA copy ships)."),
+    ortho_weight: float = typer.Option(1e-3, help="Weight of the AN orthogonality penalty."),
+    diffaugment: bool = typer.Option(False, help="DiffAugment colour/translation/cutout on real and fake images."),
+    seed: int = typer.Option(0, help="Run seed: data order, noise and AN sampling derive from it and the step."),
+    precision: str = typer.Option("auto", help="auto | fp32 | bf16 (auto times both and keeps the faster)."),
+    attention: str = typer.Option("an", help="an | sa | none, at 16x16 in G and D (new runs only)."),
+    g_channels: str = typer.Option("256,128,64,32", help="Generator widths at 4,8,16,32 px (new runs only)."),
+    d_channels: str = typer.Option("64,128,128,128", help="Discriminator widths at 16,8,4,4 px (new runs only)."),
+    entities: int = typer.Option(16, help="AN entities (new runs only)."),
+    sample_every: int = typer.Option(500, help="Write a sample grid every N steps."),
+    checkpoint_minutes: float = typer.Option(5.0, help="Write a checkpoint every N minutes (and at Ctrl-C)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | mps (under torchrun: cuda:LOCAL_RANK)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads per process (default: torch's choice)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    """Train the class-conditional AN GAN (hinge loss, EMA generator, resumable).
+
+    Example: annorm train class --out ~/runs/cifar10-an --steps 20000
+    """
+    for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--d-steps", d_steps),
+                        ("--sample-every", sample_every), ("--entities", entities)):
+        if value < 1:
+            raise fail(f"{name} must be a positive integer, got {value}.")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise fail(f"Unknown precision '{precision}'; choose auto, fp32 or bf16.")
+    import torch
+
+    from annorm_cli.device import resolve_device
+    from annorm_cli.models import ClassConditionalConfig
+    from annorm_cli.train import class_conditional as trainer
+    from annorm_cli.train.common import load_checkpoint
+
+    if threads:
+        torch.set_num_threads(threads)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and "WORLD_SIZE" in os.environ:
+        resolved = torch.device("cuda", local_rank)
+    saved = load_checkpoint(resume) if resume else None
+    options = trainer.TrainOptions(
+        data=str(data), split=split, steps=steps, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, d_steps=d_steps,
+        lr_decay_start=lr_decay_start, ema_decay=ema_decay, ortho_weight=ortho_weight, diffaugment=diffaugment,
+        seed=seed, precision=precision, sample_every=sample_every, checkpoint_minutes=checkpoint_minutes)
+    model_config = ClassConditionalConfig(attention=attention, g_channels=_channels(g_channels, "--g-channels"),
+                                          d_channels=_channels(d_channels, "--d-channels"), n_entities=entities)
+    reporter = _Reporter(quiet, local_rank == 0 and int(os.environ.get("RANK", "0")) == 0)
+    trainer.train(options, model_config, out, device=resolved, resume=saved, on_event=reporter)

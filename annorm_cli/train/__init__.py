@@ -1,0 +1,1 @@
+"""Trainers: shared machinery in common.py, one module per task."""
