@@ -8,12 +8,20 @@ from typing import Optional
 import typer
 
 from annorm_cli import __version__
+from annorm_cli.cli import bench as bench_commands
+from annorm_cli.cli import evaluate as evaluate_commands
 from annorm_cli.cli import train as train_commands
 from annorm_cli.cli.errors import run_guarded
+from annorm_cli.cli.generate import generate_command
+from annorm_cli.cli.models import models_command
 
 app = typer.Typer(name="annorm", no_args_is_help=True, add_completion=True,
                   help="Conditional image generation with Attentive Normalization (CVPR 2020).")
 app.add_typer(train_commands.app, name="train")
+app.add_typer(bench_commands.app, name="bench")
+app.add_typer(evaluate_commands.app, name="evaluate")
+app.command("generate")(generate_command)
+app.command("models")(models_command)
 
 
 def _version(value: bool) -> None:

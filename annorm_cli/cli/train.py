@@ -35,7 +35,8 @@ class _Reporter:
         if self.quiet:
             return
         if kind == "log":
-            eta = time.strftime("%H:%M:%S", time.gmtime(info["eta_s"]))
+            hours, minutes = divmod(int(info["eta_s"]) // 60, 60)
+            eta = f"{hours}h{minutes:02d}m"
             self.console.print(f"step {info['step']:>7}  D {info['loss_d']:.3f}  G {info['loss_g']:.3f}  "
                                f"ortho {info['ortho']:.4f}  {info['img_per_s']:.1f} img/s  left {eta}")
         elif kind == "precision":
@@ -107,3 +108,27 @@ def train_class(
                                           d_channels=_channels(d_channels, "--d-channels"), n_entities=entities)
     reporter = _Reporter(quiet, local_rank == 0 and int(os.environ.get("RANK", "0")) == 0)
     trainer.train(options, model_config, out, device=resolved, resume=saved, on_event=reporter)
+
+
+@app.command("export")
+def export(
+    checkpoint: Path = typer.Argument(..., help="Run folder or checkpoint file."),
+    out: Path = typer.Option(..., "--out", help="Weights file to write (.safetensors); its JSON card goes beside it."),
+    command: str = typer.Option("", help="The training command, recorded in the card."),
+    hardware: str = typer.Option("", help="Where it trained, recorded in the card."),
+    overwrite: bool = typer.Option(False, help="Replace an existing weights file."),
+) -> None:
+    """Export a checkpoint's EMA generator (standing BN statistics) as safetensors + JSON card.
+
+    Example: annorm train export ~/runs/cifar10-an --out weights/cifar10-an.safetensors
+    """
+    if out.suffix != ".safetensors":
+        raise fail("--out must end in .safetensors.")
+    if out.exists() and not overwrite:
+        raise fail(f"'{out}' already exists; pass --overwrite to replace it.")
+    from annorm_cli.train import class_conditional as trainer
+    from annorm_cli.train.common import load_checkpoint
+
+    saved = load_checkpoint(checkpoint)
+    card = trainer.export_generator(saved, out, {"train_command": command, "hardware": hardware})
+    typer.echo(f"wrote {out} (sha256 {card['sha256'][:16]}..., step {card['steps']})", err=True)

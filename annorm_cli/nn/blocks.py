@@ -30,6 +30,7 @@ class CrossReplicaBatchNorm2d(nn.Module):
     def __init__(self, channels: int, *, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
         self.eps, self.momentum = eps, momentum
+        self.cross_replica = True   # off while recomputing standing statistics on one process
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
 
@@ -39,7 +40,7 @@ class CrossReplicaBatchNorm2d(nn.Module):
         x32 = x.float()
         count = torch.tensor([x.numel() / x.shape[1]], device=x.device)
         moments = torch.cat([x32.sum((0, 2, 3)), x32.square().sum((0, 2, 3)), count])  # [2C + 1]
-        if _distributed():
+        if self.cross_replica and _distributed():
             import torch.distributed.nn.functional as dist_fn
             moments = dist_fn.all_reduce(moments)
         C = x.shape[1]
@@ -62,12 +63,12 @@ class CrossReplicaBatchNorm2d(nn.Module):
 
     def start_standing_stats(self) -> None:
         """Switch to a cumulative average so the next forward passes recompute the running stats."""
-        self.momentum, self.num_batches = None, 0
+        self.momentum, self.num_batches, self.cross_replica = None, 0, False
         self.running_mean.zero_()
         self.running_var.fill_(1.0)
 
     def stop_standing_stats(self, momentum: float = 0.1) -> None:
-        self.momentum = momentum
+        self.momentum, self.cross_replica = momentum, True
 
 
 class ConditionalBatchNorm2d(nn.Module):

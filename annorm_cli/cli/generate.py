@@ -1,0 +1,141 @@
+"""`annorm generate`: class-conditional samples with seeds, batching, grids and PNG metadata."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from annorm_cli import __version__
+from annorm_cli.cli.common import parse_seeds
+from annorm_cli.cli.errors import fail
+
+META_PREFIX = "annorm:"
+
+
+def _read_png_parameters(path: Path) -> dict:
+    from PIL import Image
+    try:
+        with Image.open(path) as image:
+            text = dict(getattr(image, "text", {}) or {})
+    except Exception:
+        raise fail(f"'{path}' is not a readable PNG image.")
+    params = {k[len(META_PREFIX):]: v for k, v in text.items() if k.startswith(META_PREFIX)}
+    if "seed" not in params or "class" not in params:
+        raise fail(f"'{path}' carries no annorm parameters (was it written by `annorm generate`?).")
+    return params
+
+
+def _prepare_out_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(f"Cannot create the output folder '{out}' ({exc.strerror}); choose another --out.")
+    if not os.access(out, os.W_OK):
+        raise fail(f"The output folder '{out}' is not writable; choose another --out.")
+
+
+def _label_rows(sheet, labels: list[str], cell: int, pad: int):
+    """Add a column of row labels left of a grid sheet."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+    width = 8 + 7 * max(len(label) for label in labels)
+    canvas = Image.new("RGB", (sheet.shape[1] + width, sheet.shape[0]), "white")
+    canvas.paste(Image.fromarray(sheet), (width, 0))
+    draw = ImageDraw.Draw(canvas)
+    for row, label in enumerate(labels):
+        draw.text((4, pad + row * (cell + pad) + cell // 2 - 5), label, fill="black")
+    return np.asarray(canvas)
+
+
+def generate_command(
+    classes: List[str] = typer.Option(["all"], "--class", "-c", help="Class name or index, repeatable, or 'all'."),
+    num: Optional[int] = typer.Option(None, "--num", "-n", help="Images per class when --seed is one integer."),
+    seed: str = typer.Option("0", "--seed", "-s", help="One integer (then --num consecutive seeds), a range 0-29, or a list 1,5,9."),
+    truncation: Optional[float] = typer.Option(None, help="Truncated-normal latent |z| <= T (BigGAN's trick)."),
+    out: Path = typer.Option(Path("samples"), "--out", "-o", help="Output folder."),
+    grid: bool = typer.Option(True, "--grid/--no-grid", help="Also write a grid PNG of the batch."),
+    grid_cols: Optional[int] = typer.Option(None, help="Grid columns (default: seeds per class)."),
+    scale: int = typer.Option(1, help="Nearest-neighbour enlargement of every written PNG (32x32 is tiny)."),
+    model: Optional[str] = typer.Option(None, help="Registry name (see `annorm models`); default cifar10-an."),
+    weights: Optional[Path] = typer.Option(None, help="A .safetensors file with its JSON card beside it."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
+    precision: str = typer.Option("fp32", help="fp32 | bf16"),
+    batch_size: int = typer.Option(64, help="Images per forward pass (speed only; pixels do not change)."),
+    from_png: Optional[Path] = typer.Option(None, help="Reproduce a PNG written by annorm generate from its metadata."),
+    overwrite: bool = typer.Option(False, help="Replace existing files."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    """Generate class-conditional images, one PNG per (class, seed), plus a grid.
+
+    Example: annorm generate --class cat --num 16 --seed 0 --out samples/ --scale 4
+    """
+    if num is not None and num < 1:
+        raise fail(f"--num must be a positive integer, got {num}.")
+    if batch_size < 1:
+        raise fail(f"--batch-size must be a positive integer, got {batch_size}.")
+    if scale < 1 or (grid_cols is not None and grid_cols < 1):
+        raise fail("--scale and --grid-cols must be positive integers.")
+    if truncation is not None and truncation <= 0:
+        raise fail(f"--truncation must be positive, got {truncation}.")
+    if precision not in ("fp32", "bf16"):
+        raise fail(f"Unknown precision '{precision}'; choose fp32 or bf16.")
+    if from_png is not None:
+        params = _read_png_parameters(from_png)
+        classes, seed, num = [params["class"]], params["seed"], 1
+        truncation = float(params["truncation"]) if params.get("truncation", "none") != "none" else None
+        scale = int(params.get("scale", scale))
+        model = model or params.get("model")
+    seeds = parse_seeds(seed, num)
+    if num is not None and len(seeds) != num:
+        raise fail(f"--num {num} disagrees with --seed '{seed}', which gives {len(seeds)} seeds; drop one of them.")
+
+    import numpy as np
+
+    from annorm_cli import weights as weight_files
+    from annorm_cli.device import resolve_device
+    from annorm_cli.images import make_grid, save_png
+    from annorm_cli.pipelines import class_index, generate_images
+
+    resolved = resolve_device(device)
+    generator, card = weight_files.load(model, weights)
+    if from_png is not None and params.get("sha256") and params["sha256"] != card["sha256"]:
+        raise fail(f"'{from_png}' was made by weights with sha256 {params['sha256'][:12]}..., not these; "
+                   "pass the matching --model or --weights.")
+    names = list(generator.config.class_names)
+    wanted = list(range(len(names))) if [c.lower() for c in classes] == ["all"] else \
+        [class_index(c, names) for c in classes]
+    pairs = [(c, s) for c in wanted for s in seeds]
+    files = [out / f"{names[c]}-seed{s:04d}.png" for c, s in pairs]
+    tag = "all" if len(wanted) == len(names) and len(wanted) > 1 else "-".join(names[c] for c in wanted)
+    grid_file = out / f"grid-{tag}-seed{seeds[0]:04d}-{seeds[-1]:04d}.png"
+    targets = files + ([grid_file] if grid and len(files) > 1 else [])
+    existing = [p for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise fail(f"'{existing[0]}' already exists ({len(existing)} of the outputs do); pass --overwrite or "
+                   "choose another --out.")
+    _prepare_out_dir(out)
+
+    from rich.progress import Progress
+    with Progress(transient=True, disable=quiet) as bar:
+        task = bar.add_task("generating", total=len(pairs))
+        images = generate_images(generator, [c for c, _ in pairs], [s for _, s in pairs], truncation=truncation,
+                                 batch_size=batch_size, device=resolved, precision=precision,
+                                 progress=lambda n: bar.advance(task, n))
+    name = model or ("file:" + str(weights) if weights else weight_files.DEFAULT_MODEL["class-conditional"])
+    common = {"model": name, "sha256": card["sha256"], "truncation": "none" if truncation is None else repr(truncation),
+              "version": __version__, "scale": str(scale)}
+    for (c, s), pixels, path in zip(pairs, images, files):
+        text = {META_PREFIX + k: v for k, v in {**common, "class": names[c], "seed": str(s)}.items()}
+        save_png(make_grid(pixels[None], 1, pad=0, scale=scale), path, text=text)
+    if grid and len(files) > 1:
+        cols = grid_cols or len(seeds)
+        sheet = make_grid(images, cols, scale=scale)
+        if cols == len(seeds) and len(wanted) > 1:
+            sheet = _label_rows(sheet, [names[c] for c in wanted], images.shape[1] * scale, 2)
+        save_png(sheet, grid_file, text={META_PREFIX + "grid": ",".join(p.name for p in files[:200]),
+                                        META_PREFIX + "model": name, META_PREFIX + "version": __version__})
+    if not quiet:
+        typer.echo(f"wrote {len(files)} image(s){' and a grid' if grid and len(files) > 1 else ''} to {out}/",
+                   err=True)

