@@ -14,9 +14,10 @@ def fail(message: str) -> "typer.Exit":
     return typer.Exit(code=2)
 
 
-def run_guarded(app: typer.Typer) -> int:
+def run_guarded(app: typer.Typer, args: list[str] | None = None) -> int:
+    """Run the app and map what escapes to an exit code; AnnormError becomes one stderr line."""
     try:
-        result = app(standalone_mode=False)
+        result = app(args=args, standalone_mode=False, prog_name="annorm")
     except AnnormError as exc:
         typer.echo(f"annorm: error: {exc}", err=True)
         return 2

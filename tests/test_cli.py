@@ -1,0 +1,179 @@
+import json
+import pickle
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from annorm_cli import __version__, weights
+from annorm_cli.cli.app import app
+from annorm_cli.cli.errors import run_guarded
+from annorm_cli.models import Generator
+from helpers import TINY
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """A tiny random generator with a non-zero AN gate, saved as safetensors + card."""
+    torch.manual_seed(0)
+    config = type(TINY)(**{**TINY.to_dict(), "class_names": ("cat", "dog"), "g_channels": (16, 8, 8, 8)})
+    model = Generator(config).eval()
+    model.attention.attention.gamma.data.fill_(0.5)
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    weights.save(model, "ClassConditionalGenerator", config.to_dict(), path, {"classes": ["cat", "dog"]})
+    return path
+
+
+def annorm(capsys, *args):
+    code = run_guarded(app, [str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_help_and_version_through_typer_runner():
+    runner = CliRunner()
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "generate" in result.output and "train" in result.output
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"annorm {__version__}"
+
+
+def test_help_is_fast_because_torch_is_not_imported():
+    import subprocess
+    import sys
+    code = "import sys, annorm_cli.cli.app; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_generate_writes_images_grid_and_metadata(tiny_weights, tmp_path, capsys):
+    code, _, err = annorm(capsys, "generate", "--weights", tiny_weights, "-c", "cat", "-c", "1", "--seed", "3-5",
+                          "--out", tmp_path, "--scale", "2", "--quiet")
+    assert code == 0, err
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["cat-seed0003.png", "cat-seed0004.png", "cat-seed0005.png", "dog-seed0003.png",
+                     "dog-seed0004.png", "dog-seed0005.png", "grid-all-seed0003-0005.png"]
+    with Image.open(tmp_path / "dog-seed0004.png") as image:
+        assert image.size == (64, 64)
+        assert image.text["annorm:class"] == "dog" and image.text["annorm:seed"] == "4"
+        assert image.text["annorm:sha256"] == json.loads(tiny_weights.with_suffix(".json").read_text())["sha256"]
+
+
+def test_seed_alone_equals_seed_inside_any_batch(tiny_weights, tmp_path, capsys):
+    for batch, out in ((1, "a"), (5, "b")):
+        assert annorm(capsys, "generate", "--weights", tiny_weights, "-c", "cat", "--seed", "0-6",
+                      "--batch-size", batch, "--out", tmp_path / out, "--no-grid", "-q")[0] == 0
+    assert annorm(capsys, "generate", "--weights", tiny_weights, "-c", "cat", "--seed", "2", "--out",
+                  tmp_path / "c", "-q")[0] == 0
+    pixels = lambda p: np.asarray(Image.open(p))  # noqa: E731
+    for seed in range(7):
+        assert (pixels(tmp_path / "a" / f"cat-seed{seed:04d}.png") == pixels(tmp_path / "b" / f"cat-seed{seed:04d}.png")).all()
+    assert (pixels(tmp_path / "c" / "cat-seed0002.png") == pixels(tmp_path / "a" / "cat-seed0002.png")).all()
+    assert pixels(tmp_path / "a" / "cat-seed0001.png").std() > 0
+
+
+def test_from_png_reproduces_exactly(tiny_weights, tmp_path, capsys):
+    assert annorm(capsys, "generate", "--weights", tiny_weights, "-c", "dog", "--seed", "7", "--truncation", "0.8",
+                  "--out", tmp_path / "a", "-q")[0] == 0
+    source = tmp_path / "a" / "dog-seed0007.png"
+    assert annorm(capsys, "generate", "--weights", tiny_weights, "--from-png", source, "--out", tmp_path / "b",
+                  "-q")[0] == 0
+    again = tmp_path / "b" / "dog-seed0007.png"
+    assert (np.asarray(Image.open(source)) == np.asarray(Image.open(again))).all()
+    assert Image.open(again).text["annorm:truncation"] == "0.8"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-c", "cta"], "Unknown class 'cta'.*Did you mean 'cat'"),
+    (["-c", "7"], "out of range"),
+    (["--num", "0"], "--num must be a positive integer"),
+    (["--num", "-3"], "--num must be a positive integer"),
+    (["--batch-size", "0"], "--batch-size must be a positive integer"),
+    (["--seed", "9-2"], "runs backwards"),
+    (["--seed", "a-b"], "Malformed --seed"),
+    (["--seed", "1,x"], "Malformed --seed"),
+    (["--truncation", "-1"], "--truncation must be positive"),
+    (["--num", "3", "--seed", "0-9"], "disagrees"),
+])
+def test_bad_generate_input_is_one_sentence_exit_2_and_no_file(tiny_weights, tmp_path, capsys, args, message):
+    import re
+    out = tmp_path / "out"
+    code, _, err = annorm(capsys, "generate", "--weights", tiny_weights, "--out", out, *args)
+    assert code == 2
+    assert re.search(message, err) and err.startswith("annorm: error: ") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_absent_cuda_is_refused(tiny_weights, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = annorm(capsys, "generate", "--weights", tiny_weights, "--device", "cuda", "--out", tmp_path)
+    assert code == 2 and "no CUDA GPU is available" in err
+
+
+def test_unknown_model_is_refused(capsys, tmp_path):
+    code, _, err = annorm(capsys, "generate", "--model", "imagenet-xl", "--out", tmp_path)
+    assert code == 2 and "Unknown model 'imagenet-xl'" in err
+
+
+def _copy_with_card(tiny_weights, tmp_path, blob: bytes, name="w.safetensors"):
+    path = tmp_path / name
+    path.write_bytes(blob)
+    path.with_suffix(".json").write_text(tiny_weights.with_suffix(".json").read_text())
+    return path
+
+
+def test_weights_with_wrong_sha_pickle_or_garbage_are_refused(tiny_weights, tmp_path, capsys):
+    original = tiny_weights.read_bytes()
+    tampered = bytearray(original)
+    tampered[-1] ^= 1
+    marker = tmp_path / "executed"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    cases = {
+        "sha": (bytes(tampered), "does not match the sha256"),
+        "pickle": (pickle.dumps({"w": Payload()}, protocol=2), "never unpickles"),
+        "text": (b"hello, not weights", "not a safetensors file"),
+        "truncated": (original[:200], "truncated"),
+    }
+    for name, (blob, message) in cases.items():
+        path = _copy_with_card(tiny_weights, tmp_path, blob, f"{name}.safetensors")
+        code, _, err = annorm(capsys, "generate", "--weights", path, "--out", tmp_path / name)
+        assert code == 2 and message in err, (name, err)
+        assert not (tmp_path / name).exists()
+    assert not marker.exists()
+
+
+def test_existing_output_is_not_overwritten(tiny_weights, tmp_path, capsys):
+    target = tmp_path / "cat-seed0000.png"
+    target.write_bytes(b"precious")
+    code, _, err = annorm(capsys, "generate", "--weights", tiny_weights, "-c", "cat", "--out", tmp_path)
+    assert code == 2 and "already exists" in err and target.read_bytes() == b"precious"
+    assert annorm(capsys, "generate", "--weights", tiny_weights, "-c", "cat", "--out", tmp_path, "--overwrite",
+                  "-q")[0] == 0
+    assert target.read_bytes() != b"precious"
+
+
+def test_unwritable_output_folder(tiny_weights, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = annorm(capsys, "generate", "--weights", tiny_weights, "--out", blocker / "sub")
+    assert code == 2 and "Cannot create the output folder" in err
+
+
+def test_device_resolver(monkeypatch):
+    from annorm_cli.device import resolve_device
+    from annorm_cli.errors import AnnormError
+    assert resolve_device("cpu").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type in ("cpu", "mps")
+    with pytest.raises(AnnormError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    with pytest.raises(AnnormError, match="Unknown device"):
+        resolve_device("tpu")
