@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from annorm_cli.errors import BadInputError
+from annorm_cli.nn._an_kernels import FusedProjection, RegionalNorm
 
 IMPLS = ("fast", "reference")
 
@@ -125,31 +126,17 @@ class AttentiveNorm2d(nn.Module):
             biases += [self.query.bias, self.key.bias]
         weight = torch.cat(weights).to(x.dtype)                            # [n + C (+ 2c), C]
         bias = torch.cat(biases).to(x.dtype)
-        projected = torch.baddbmm(bias[None, :, None].expand(x.shape[0], -1, x.shape[2]),
-                                  weight.expand(x.shape[0], -1, -1), x)     # [B, K, P]
-        logits, value = projected[:, :n], projected[:, n:n + C]
+        sizes = tuple(w.shape[0] for w in weights)
+        logits, value, *query_key = FusedProjection.apply(x, weight, bias, sizes)
         if positions is not None:
-            query, key = projected[:, n + C:].chunk(2, dim=1)
-            logits = logits + self._sampling_mix(query, key, positions)
+            logits = logits + self._sampling_mix(*query_key, positions)
         return logits, value
 
-    def _entity_affine(self, inv: torch.Tensor, mean: torch.Tensor):
-        """Per-entity scale and shift [B, n, C] such that Xhat = V * (scale^T S) - shift^T S."""
-        if not self.affine:
-            return inv, mean * inv
-        scale = inv * self.entity_weight.t().to(inv.dtype)
-        return scale, mean * scale - self.entity_bias.t().to(inv.dtype)
-
     def _normalize_fast(self, value: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
-        """value [B, C, P], layout [B, n, P] -> Xhat [B, C, P] by four fused n x P x C products."""
-        C = self.channels
-        mass = layout.sum(-1, keepdim=True) + self.eps                    # [B, n, 1]
-        moments = layout @ torch.cat([value, value * value], 1).transpose(1, 2) / mass  # [B, n, 2C]
-        mean, second = moments[..., :C], moments[..., C:]
-        inv = torch.rsqrt((second - mean * mean).clamp_min(0) + self.eps)  # [B, n, C]
-        scale, shift = self._entity_affine(inv, mean)
-        spread = torch.cat([scale, shift], -1).transpose(1, 2) @ layout    # [B, 2C, P]
-        return value * spread[:, :C] - spread[:, C:]
+        """value [B, C, P], layout [B, n, P] -> Xhat [B, C, P] by n x P x C products (_an_kernels)."""
+        weight = self.entity_weight.to(value.dtype) if self.affine else None
+        bias = self.entity_bias.to(value.dtype) if self.affine else None
+        return RegionalNorm.apply(value, layout, weight, bias, self.eps)
 
     def _project_reference(self, x: torch.Tensor, positions: Optional[torch.Tensor]):
         B, C, P = x.shape
