@@ -37,8 +37,8 @@ class _Reporter:
         if kind == "log":
             hours, minutes = divmod(int(info["eta_s"]) // 60, 60)
             eta = f"{hours}h{minutes:02d}m"
-            self.console.print(f"step {info['step']:>7}  D {info['loss_d']:.3f}  G {info['loss_g']:.3f}  "
-                               f"ortho {info['ortho']:.4f}  {info['img_per_s']:.1f} img/s  left {eta}")
+            losses = "  ".join(f"{k} {v:.4f}" for k, v in info.items() if k.startswith("loss") or k == "ortho")
+            self.console.print(f"step {info['step']:>7}  {losses}  {info['img_per_s']:.1f} img/s  left {eta}")
         elif kind == "precision":
             timings = ", ".join(f"{k} {v:.2f} s/step" for k, v in info["seconds_per_step"].items())
             self.console.print(f"precision probe: {timings} -> {info['chosen']}")
@@ -110,6 +110,57 @@ def train_class(
     trainer.train(options, model_config, out, device=resolved, resume=saved, on_event=reporter)
 
 
+@app.command("inpaint")
+def train_inpaint(
+    out: Path = typer.Option(..., "--out", help="Run folder (checkpoint, log.jsonl, sample strips). Keep it outside the repo."),
+    data: Path = typer.Option(Path("../shared/data/scenes"), help="Folder of photos (searched recursively); the held-out list is excluded."),
+    resume: Optional[Path] = typer.Option(None, help="Continue from a run folder or checkpoint (e.g. weights/scenes-inpaint-an.train.pt)."),
+    steps: int = typer.Option(100_000, help="Total steps."),
+    batch_size: int = typer.Option(8, help="Global batch size."),
+    crop: int = typer.Option(128, help="Training crop size (a multiple of 4)."),
+    lr: float = typer.Option(1e-4, help="Generator learning rate."),
+    adv_weight: float = typer.Option(0.01, help="Weight of the hinge adversarial loss (0 turns the discriminator off)."),
+    adv_start: int = typer.Option(20_000, help="Step from which the adversarial loss is used (L1 warm-up before)."),
+    channels: int = typer.Option(16, help="Width at full resolution (x4 at 1/4; new runs only)."),
+    attention: str = typer.Option("an", help="an | sa | none at 1/4 resolution (new runs only)."),
+    seed: int = typer.Option(0, help="Run seed."),
+    precision: str = typer.Option("fp32", help="fp32 | bf16."),
+    sample_every: int = typer.Option(500, help="Write a sample strip every N steps."),
+    checkpoint_minutes: float = typer.Option(5.0, help="Checkpoint every N minutes (and at Ctrl-C)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads per process."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    """Train the AN inpainting network on photos (L1 + adversarial, EMA, resumable).
+
+    Example: annorm train inpaint --out ~/runs/scenes-an --steps 50000
+    """
+    for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--channels", channels),
+                        ("--sample-every", sample_every)):
+        if value < 1:
+            raise fail(f"{name} must be a positive integer, got {value}.")
+    if crop < 16 or crop % 4:
+        raise fail(f"--crop must be a multiple of 4 and at least 16, got {crop}.")
+    if precision not in ("fp32", "bf16"):
+        raise fail(f"Unknown precision '{precision}'; choose fp32 or bf16.")
+    import torch
+
+    from annorm_cli.device import resolve_device
+    from annorm_cli.models.inpainting import InpaintConfig
+    from annorm_cli.train import inpainting as trainer
+    from annorm_cli.train.common import load_checkpoint
+
+    if threads:
+        torch.set_num_threads(threads)
+    saved = load_checkpoint(resume) if resume else None
+    options = trainer.InpaintOptions(data=str(data), steps=steps, batch_size=batch_size, crop=crop, lr=lr,
+                                     adv_weight=adv_weight, adv_start=adv_start, seed=seed, precision=precision,
+                                     sample_every=sample_every, checkpoint_minutes=checkpoint_minutes)
+    config = InpaintConfig(channels=channels, attention=attention)
+    reporter = _Reporter(quiet, int(os.environ.get("RANK", "0")) == 0)
+    trainer.train(options, config, out, device=resolve_device(device), resume=saved, on_event=reporter)
+
+
 @app.command("export")
 def export(
     checkpoint: Path = typer.Argument(..., help="Run folder or checkpoint file."),
@@ -126,9 +177,10 @@ def export(
         raise fail("--out must end in .safetensors.")
     if out.exists() and not overwrite:
         raise fail(f"'{out}' already exists; pass --overwrite to replace it.")
-    from annorm_cli.train import class_conditional as trainer
+    from annorm_cli.train import class_conditional, inpainting
     from annorm_cli.train.common import load_checkpoint
 
     saved = load_checkpoint(checkpoint)
+    trainer = inpainting if saved["task"] == "inpaint" else class_conditional
     card = trainer.export_generator(saved, out, {"train_command": command, "hardware": hardware})
     typer.echo(f"wrote {out} (sha256 {card['sha256'][:16]}..., step {card['steps']})", err=True)

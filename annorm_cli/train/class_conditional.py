@@ -9,9 +9,6 @@ global batch.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -264,36 +261,14 @@ def train(options: TrainOptions, model_config: ClassConditionalConfig, run_dir: 
         run_dir.mkdir(parents=True, exist_ok=True)
     on_event("start", {"step": state.step, "steps": options.steps, "precision": state.precision,
                        "world": world.size, "images": len(data.labels)})
-    stop = common.StopFlag()
-    last_checkpoint = time.monotonic()
-    window_start, window_steps = time.monotonic(), 0
-    with stop.installed():
-        while state.step < options.steps and not stop.requested:
-            started = time.monotonic()
-            losses = train_step(state, data, device, world)
-            state.wall_time += time.monotonic() - started
-            window_steps += 1
-            if state.step % options.log_every == 0 or state.step == options.steps:
-                elapsed = time.monotonic() - window_start
-                rate = window_steps * options.batch_size * options.d_steps / max(elapsed, 1e-9)
-                info = {"step": state.step, **losses, "img_per_s": rate,
-                        "eta_s": (options.steps - state.step) * elapsed / max(window_steps, 1)}
-                window_start, window_steps = time.monotonic(), 0
-                if world.is_main:
-                    with open(run_dir / "log.jsonl", "a") as log:
-                        log.write(json.dumps(info) + "\n")
-                on_event("log", info)
-            if world.is_main and state.step % options.sample_every == 0:
-                sheet = sample_sheet(sampling_copy(state), model_config)
-                path = save_png(sheet, run_dir / f"samples-{state.step:07d}.png")
-                on_event("samples", {"path": str(path)})
-            if time.monotonic() - last_checkpoint > options.checkpoint_minutes * 60:
-                save_checkpoint(state, run_dir, world)
-                last_checkpoint = time.monotonic()
-                on_event("checkpoint", {"step": state.step})
-    save_checkpoint(state, run_dir, world)
-    on_event("stop", {"step": state.step, "interrupted": stop.requested})
-    common.finish_distributed(world)
+    common.run_loop(
+        state, lambda: train_step(state, data, device, world), steps=options.steps, log_every=options.log_every,
+        sample_every=options.sample_every, checkpoint_minutes=options.checkpoint_minutes,
+        images_per_step=options.batch_size * options.d_steps, run_dir=run_dir, world=world,
+        save_fn=lambda: save_checkpoint(state, run_dir, world),
+        sample_fn=lambda: str(save_png(sample_sheet(sampling_copy(state), model_config),
+                                       run_dir / f"samples-{state.step:07d}.png")),
+        on_event=on_event)
     return state
 
 

@@ -7,6 +7,7 @@ import copy
 import os
 import signal
 import tempfile
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,3 +193,41 @@ class StopFlag:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+
+
+def run_loop(state, step_fn: Callable[[], dict], *, steps: int, log_every: int, sample_every: int,
+             checkpoint_minutes: float, images_per_step: int, run_dir: Path, world: World,
+             save_fn: Callable[[], None], sample_fn: Callable[[], str],
+             on_event: Callable[[str, dict], None]) -> bool:
+    """The loop every trainer shares: step until `steps` or Ctrl-C / SIGTERM, log (log.jsonl +
+    events), write samples and atomic checkpoints on schedule, and a final checkpoint.
+    `state` needs `.step` and `.wall_time`; returns True if stopped by a signal."""
+    stop = StopFlag()
+    last_checkpoint = time.monotonic()
+    window_start, window_steps = time.monotonic(), 0
+    with stop.installed():
+        while state.step < steps and not stop.requested:
+            started = time.monotonic()
+            losses = step_fn()
+            state.wall_time += time.monotonic() - started
+            window_steps += 1
+            if state.step % log_every == 0 or state.step == steps:
+                elapsed = time.monotonic() - window_start
+                info = {"step": state.step, **losses,
+                        "img_per_s": window_steps * images_per_step / max(elapsed, 1e-9),
+                        "eta_s": (steps - state.step) * elapsed / max(window_steps, 1)}
+                window_start, window_steps = time.monotonic(), 0
+                if world.is_main:
+                    with open(Path(run_dir) / "log.jsonl", "a") as log:
+                        log.write(json.dumps(info) + "\n")
+                on_event("log", info)
+            if world.is_main and state.step % sample_every == 0:
+                on_event("samples", {"path": sample_fn()})
+            if time.monotonic() - last_checkpoint > checkpoint_minutes * 60:
+                save_fn()
+                last_checkpoint = time.monotonic()
+                on_event("checkpoint", {"step": state.step})
+    save_fn()
+    on_event("stop", {"step": state.step, "interrupted": stop.requested})
+    finish_distributed(world)
+    return stop.requested

@@ -1,0 +1,1 @@
+"""Package data: the held-out scene photo list."""

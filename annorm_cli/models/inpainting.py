@@ -1,0 +1,127 @@
+"""Coarse-to-fine inpainting network with AN at 1/4 resolution in the refinement stage, and an
+SN-PatchGAN discriminator (training only).
+
+Input: the image with the hole blanked (in [-1, 1], hole = 0) and the mask (1 = hole).
+Coarse stage: encoder to 1/4, dilated convolutions, decoder -> a first guess. Refinement:
+the composite of guess and known pixels goes through a second encoder to 1/4, where
+conv -> AN -> ELU blocks model long-range context, then dilated convolutions and a decoder.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from annorm_cli.errors import BadInputError
+from annorm_cli.nn.blocks import ATTENTION_KINDS, make_attention
+
+MULTIPLE = 4   # inputs are padded to a multiple of this (two stride-2 stages)
+
+
+@dataclass(frozen=True)
+class InpaintConfig:
+    """channels: width at full resolution (x2 at 1/2, x4 at 1/4). attention: "an" | "sa" | "none"."""
+    channels: int = 16
+    attention: str = "an"
+    n_entities: int = 16
+    temperature: float = 10.0
+    dilations: tuple[int, ...] = (2, 4, 8, 16)
+    attention_blocks: int = 2
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_KINDS:
+            raise BadInputError(f"Unknown attention '{self.attention}'; choose one of {', '.join(ATTENTION_KINDS)}.")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "InpaintConfig":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def conv(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, padding=dilation * (k // 2), dilation=dilation), nn.ELU())
+
+
+class Encoder(nn.Sequential):
+    def __init__(self, cin: int, c: int) -> None:
+        super().__init__(conv(cin, c, 5), conv(c, 2 * c, 3, 2), conv(2 * c, 2 * c), conv(2 * c, 4 * c, 3, 2))
+
+
+class Decoder(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.up1 = nn.Sequential(conv(4 * c, 2 * c), conv(2 * c, 2 * c))
+        self.up2 = nn.Sequential(conv(2 * c, c), conv(c, c // 2 or 1))
+        self.to_rgb = nn.Conv2d(c // 2 or 1, 3, 3, padding=1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.up1(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        h = self.up2(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        return torch.tanh(self.to_rgb(h))
+
+
+class AttentionBlock(nn.Module):
+    """conv -> AN (or SA / nothing) -> ELU, as in the authors' refinement stage."""
+
+    def __init__(self, config: InpaintConfig, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.attention = make_attention(config.attention, channels, n_entities=config.n_entities,
+                                        temperature=config.temperature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.elu(self.attention(self.conv(x)))
+
+
+class InpaintGenerator(nn.Module):
+    """(image [B, 3, H, W] in [-1, 1], mask [B, 1, H, W] with 1 = hole) -> (coarse, refined),
+    H and W multiples of 4 (pipelines pad). Pixels outside the hole are not composited here."""
+
+    def __init__(self, config: InpaintConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config.channels
+        self.coarse_encoder = Encoder(5, c)
+        self.coarse_middle = nn.Sequential(*[conv(4 * c, 4 * c, dilation=d) for d in config.dilations])
+        self.coarse_decoder = Decoder(c)
+        self.refine_encoder = Encoder(5, c)
+        self.refine_attention = nn.Sequential(*[AttentionBlock(config, 4 * c) for _ in range(config.attention_blocks)])
+        self.refine_middle = nn.Sequential(*[conv(4 * c, 4 * c, dilation=d) for d in config.dilations[:2]])
+        self.refine_decoder = Decoder(c)
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if image.ndim != 4 or image.shape[1] != 3 or mask.shape != (image.shape[0], 1, *image.shape[2:]):
+            raise BadInputError(f"InpaintGenerator expects image [B, 3, H, W] and mask [B, 1, H, W], "
+                                f"got {list(image.shape)} and {list(mask.shape)}.")
+        if image.shape[2] % MULTIPLE or image.shape[3] % MULTIPLE:
+            raise BadInputError(f"InpaintGenerator needs sizes that are multiples of {MULTIPLE}; pad the input.")
+        known = image * (1 - mask)
+        ones = torch.ones_like(mask)
+        coarse = self.coarse_decoder(self.coarse_middle(self.coarse_encoder(torch.cat([known, mask, ones], 1))))
+        merged = known + coarse * mask
+        h = self.refine_encoder(torch.cat([merged, mask, ones], 1))              # [B, 4c, H/4, W/4]
+        h = self.refine_middle(self.refine_attention(h))
+        return coarse, self.refine_decoder(h)
+
+
+class PatchDiscriminator(nn.Module):
+    """SN-PatchGAN: six stride-2 spectral-norm convolutions over (image, mask) -> a map of logits."""
+
+    def __init__(self, channels: int = 32) -> None:
+        super().__init__()
+        widths = [4, channels, 2 * channels, 4 * channels, 4 * channels, 4 * channels, 4 * channels]
+        self.layers = nn.ModuleList(spectral_norm(nn.Conv2d(a, b, 5, 2, padding=2)) for a, b in zip(widths, widths[1:]))
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([image, mask], 1)
+        for index, layer in enumerate(self.layers):
+            h = layer(h)
+            if index < len(self.layers) - 1:
+                h = F.leaky_relu(h, 0.2)
+        return h.flatten(1)                                                     # [B, cells]

@@ -1,0 +1,243 @@
+"""Training the AN inpainting network on scene photos: random crops with rescaling and flips,
+free-form masks, L1 on hole and valid pixels (coarse and refined), hinge adversarial loss
+from an SN-PatchGAN (from `adv_start` on), AN orthogonality penalty, EMA generator.
+Resumable and data-parallel like the class-conditional trainer (same machinery in common.py)."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from annorm_cli.errors import BadInputError
+from annorm_cli.images import save_png, to_uint8
+from annorm_cli.masks import random_mask
+from annorm_cli.models.inpainting import InpaintConfig, InpaintGenerator, PatchDiscriminator
+from annorm_cli.nn.attentive_norm import orthogonality_penalty
+from annorm_cli.train import common
+
+
+def holdout_list() -> list[str]:
+    """The fixed validation photos (relative paths under the scenes folder), kept out of training."""
+    text = resources.files("annorm_cli.data").joinpath("scenes_holdout.txt").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def load_photos(root: str | Path, names: Optional[list[str]] = None, exclude: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """uint8 [3, H, W] tensors by relative path: `names`, or every PNG/JPEG below `root` minus `exclude`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BadInputError(f"Photo folder '{root}' does not exist.")
+    if names is None:
+        names = sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                       if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        names = [n for n in names if n not in set(exclude)]
+    if not names:
+        raise BadInputError(f"No photos found in '{root}'.")
+    photos = {}
+    for name in names:
+        with Image.open(root / name) as image:
+            photos[name] = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+    return photos
+
+
+@dataclass
+class InpaintOptions:
+    data: str = "../shared/data/scenes"
+    steps: int = 100_000
+    batch_size: int = 8
+    crop: int = 128
+    lr: float = 1e-4
+    lr_d: float = 4e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    hole_weight: float = 6.0
+    valid_weight: float = 1.0
+    adv_weight: float = 0.01
+    adv_start: int = 20_000
+    ortho_weight: float = 1e-3
+    ema_decay: float = 0.999
+    seed: int = 0
+    precision: str = "fp32"
+    sample_every: int = 500
+    checkpoint_minutes: float = 5.0
+    log_every: int = 20
+
+
+@dataclass
+class InpaintState:
+    G: torch.nn.Module
+    D: torch.nn.Module
+    ema: common.EMA
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    config: InpaintConfig
+    options: InpaintOptions
+    precision: str
+    step: int = 0
+    wall_time: float = 0.0
+
+
+def build_state(config: InpaintConfig, options: InpaintOptions, device: torch.device, world: common.World) -> InpaintState:
+    torch.manual_seed(options.seed)
+    G, D = InpaintGenerator(config).to(device), PatchDiscriminator().to(device)
+    ema = common.EMA(G, options.ema_decay)
+    opt_g = torch.optim.Adam(G.parameters(), options.lr, betas=(options.beta1, options.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), options.lr_d, betas=(options.beta1, options.beta2))
+    return InpaintState(common.wrap_ddp(G, world, device), common.wrap_ddp(D, world, device), ema, opt_g, opt_d,
+                        config, options, options.precision)
+
+
+def state_dict(state: InpaintState) -> dict:
+    return {"format": "annorm-train-v1", "task": "inpaint", "step": state.step, "wall_time": state.wall_time,
+            "precision": state.precision, "model_config": state.config.to_dict(),
+            "options": dataclasses.asdict(state.options),
+            "G": common.unwrap(state.G).state_dict(), "G_ema": state.ema.model.state_dict(),
+            "D": common.unwrap(state.D).state_dict(),
+            "opt_g": state.opt_g.state_dict(), "opt_d": state.opt_d.state_dict()}
+
+
+def restore(state: InpaintState, saved: dict) -> None:
+    common.unwrap(state.G).load_state_dict(saved["G"])
+    state.ema.model.load_state_dict(saved["G_ema"])
+    common.unwrap(state.D).load_state_dict(saved["D"])
+    state.opt_g.load_state_dict(saved["opt_g"])
+    state.opt_d.load_state_dict(saved["opt_d"])
+    state.step, state.wall_time = int(saved["step"]), float(saved["wall_time"])
+
+
+def random_crop(photo: torch.Tensor, crop: int, rng: torch.Generator) -> torch.Tensor:
+    """Rescale by a random factor (down to where the short side equals the crop), crop, maybe flip.
+    photo uint8 [3, H, W] -> float [3, crop, crop] in [-1, 1]."""
+    short = min(photo.shape[1:])
+    low = min(1.0, crop / short)
+    factor = low + (1.0 - low) * torch.rand((), generator=rng).item()
+    image = photo[None].float() / 127.5 - 1
+    if factor < 1.0:
+        size = [max(crop, round(s * factor)) for s in photo.shape[1:]]
+        image = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
+    H, W = image.shape[2:]
+    if min(H, W) < crop:
+        raise BadInputError(f"A training photo is smaller ({H}x{W}) than the crop size {crop}.")
+    top = int(torch.randint(0, H - crop + 1, (), generator=rng))
+    left = int(torch.randint(0, W - crop + 1, (), generator=rng))
+    image = image[0, :, top:top + crop, left:left + crop]
+    return image.flip(2) if torch.rand((), generator=rng).item() < 0.5 else image
+
+
+def make_batch(photos: list[torch.Tensor], options: InpaintOptions, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global batch of step `step`: crops [B, 3, c, c] and masks [B, 1, c, c], from (seed, step)."""
+    rng = common.step_generator(options.seed, step)
+    picks = torch.randint(0, len(photos), (options.batch_size,), generator=rng)
+    images = torch.stack([random_crop(photos[int(i)], options.crop, rng) for i in picks])
+    masks = np.stack([random_mask(options.crop, options.crop, common.step_seed(options.seed, step, 10 + i) % 2 ** 32)
+                      for i in range(options.batch_size)])
+    return images, torch.from_numpy(masks)[:, None].float()
+
+
+def reconstruction_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, options: InpaintOptions):
+    weight = options.hole_weight * mask + options.valid_weight * (1 - mask)
+    return ((output - target).abs() * weight).mean()
+
+
+def train_step(state: InpaintState, photos: list[torch.Tensor], device: torch.device, world: common.World) -> dict:
+    options, t = state.options, state.step
+    part = common.local_slice(world, options.batch_size)
+    torch.manual_seed(common.step_seed(options.seed, t, stream=1))
+    images, masks = make_batch(photos, options, t)
+    images, masks = images[part].to(device), masks[part].to(device)
+    adversarial = options.adv_weight > 0 and t >= options.adv_start
+    losses = {}
+    with common.autocast(device, state.precision):
+        coarse, refined = state.G(images, masks)
+        completed = refined * masks + images * (1 - masks)
+    if adversarial:
+        with common.autocast(device, state.precision):
+            logits = state.D(torch.cat([images, completed.detach()]), torch.cat([masks, masks]))
+            real, fake = logits.float().chunk(2)
+            loss_d = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+        state.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        state.opt_d.step()
+        losses["loss_d"] = loss_d.item()
+    loss_l1 = reconstruction_loss(refined.float(), images, masks, options) + \
+        reconstruction_loss(coarse.float(), images, masks, options)
+    loss = loss_l1 + orthogonality_penalty(common.unwrap(state.G)) * options.ortho_weight
+    if adversarial:
+        D_local = common.unwrap(state.D).requires_grad_(False)
+        with common.autocast(device, state.precision):
+            loss_adv = -D_local(completed, masks).float().mean()
+        loss = loss + options.adv_weight * loss_adv
+        losses["loss_adv"] = loss_adv.item()
+    state.opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    state.opt_g.step()
+    if adversarial:
+        common.unwrap(state.D).requires_grad_(True)
+    state.ema.update(common.unwrap(state.G), t)
+    state.step = t + 1
+    return {"loss_l1": loss_l1.item(), **losses}
+
+
+def sample_strip(generator: InpaintGenerator, photos: list[torch.Tensor], crop: int) -> np.ndarray:
+    """Rows of (input with hole, mask, output, truth) for fixed centre crops of held-out photos."""
+    from annorm_cli.images import make_grid
+    images = torch.stack([(p[:, :crop, :crop].float() / 127.5 - 1) for p in photos])
+    masks = torch.from_numpy(np.stack([random_mask(crop, crop, 1000 + i, (0.2, 0.4))
+                                       for i in range(len(photos))]))[:, None].float()
+    with torch.no_grad():
+        _, refined = generator.eval()(images, masks)
+    completed = refined * masks + images * (1 - masks)
+    columns = [images * (1 - masks) + masks, masks.expand(-1, 3, -1, -1) * 2 - 1, completed, images]
+    tiles = torch.stack(columns, 1).flatten(0, 1)                                 # [rows*4, 3, c, c]
+    return make_grid(to_uint8(tiles), 4)
+
+
+def train(options: InpaintOptions, config: InpaintConfig, run_dir: Path, *, device: torch.device,
+          resume: Optional[dict] = None, on_event: Callable[[str, dict], None] = lambda kind, info: None) -> InpaintState:
+    world = common.init_distributed(device)
+    held_out = holdout_list()
+    photos = list(load_photos(options.data, exclude=tuple(held_out)).values())
+    preview = list(load_photos(options.data, held_out[:4]).values())
+    if resume is not None:
+        config = InpaintConfig.from_dict(resume["model_config"])
+    state = build_state(config, options, device, world)
+    if resume is not None:
+        restore(state, resume)
+        state.precision = resume["precision"]
+    run_dir = Path(run_dir)
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    on_event("start", {"step": state.step, "steps": options.steps, "precision": state.precision,
+                       "world": world.size, "images": len(photos)})
+
+    def save() -> None:
+        if world.is_main:
+            common.atomic_save(state_dict(state), run_dir / common.CHECKPOINT_NAME)
+
+    def sample() -> str:
+        strip = sample_strip(copy.deepcopy(state.ema.model).cpu(), preview, options.crop)
+        return str(save_png(strip, run_dir / f"samples-{state.step:07d}.png"))
+
+    common.run_loop(state, lambda: train_step(state, photos, device, world), steps=options.steps,
+                    log_every=options.log_every, sample_every=options.sample_every,
+                    checkpoint_minutes=options.checkpoint_minutes, images_per_step=options.batch_size,
+                    run_dir=run_dir, world=world, save_fn=save, sample_fn=sample, on_event=on_event)
+    return state
+
+
+def export_generator(saved: dict, path: Path, card: dict) -> dict:
+    from annorm_cli import weights
+    config = InpaintConfig.from_dict(saved["model_config"])
+    generator = InpaintGenerator(config)
+    generator.load_state_dict(saved["G_ema"])
+    info = {"task": "inpaint", "steps": saved["step"], "train_wall_time_s": round(saved["wall_time"]),
+            "train_options": saved["options"], "holdout": holdout_list(), **card}
+    return weights.save(generator, "InpaintGenerator", config.to_dict(), path, info)
