@@ -9,3 +9,9 @@ def generate(*args, **kwargs):
     """See annorm_cli.pipelines.generate (imported lazily so `import annorm_cli` stays light)."""
     from annorm_cli.pipelines import generate as _generate
     return _generate(*args, **kwargs)
+
+
+def inpaint(*args, **kwargs):
+    """See annorm_cli.pipelines.inpaint."""
+    from annorm_cli.pipelines import inpaint as _inpaint
+    return _inpaint(*args, **kwargs)

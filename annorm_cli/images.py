@@ -54,3 +54,51 @@ def save_png(pixels: np.ndarray, path: str | os.PathLike, *, text: Optional[Mapp
             os.unlink(tmp)
         raise
     return path
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    from annorm_cli.errors import BadInputError
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"The {what} '{path}' does not exist.")
+    if path.stat().st_size == 0:
+        raise BadInputError(f"The {what} '{path}' is empty.")
+    try:
+        image = Image.open(path)
+        image.load()
+    except Exception:
+        raise BadInputError(f"The {what} '{path}' is not a readable image (truncated or another format).") from None
+    from PIL import ImageOps
+    return ImageOps.exif_transpose(image)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as [H, W, 3] uint8 RGB, EXIF orientation applied."""
+    return np.asarray(_open(Path(path), "image").convert("RGB")).copy()
+
+
+def read_mask(path: str | os.PathLike, size: tuple[int, int], dilate: int = 0) -> np.ndarray:
+    """A hole mask [H, W] bool for an image of `size` (H, W). Hole = white pixels of an RGB mask,
+    transparent pixels (alpha 0) of a mask with alpha, or any non-zero pixel of a single-channel
+    mask. A mask that differs from the image only by scale is resized (nearest); another aspect
+    ratio is refused. `dilate` grows the hole by that many pixels."""
+    from annorm_cli.errors import BadInputError
+    image = _open(Path(path), "mask")
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = np.asarray(image.convert("RGBA"))
+        hole = rgba[..., 3] == 0 if (rgba[..., 3] == 0).any() else rgba[..., :3].min(-1) >= 128
+    elif image.mode in ("1", "L", "I", "I;16", "F"):
+        hole = np.asarray(image) != 0
+    else:
+        hole = np.asarray(image.convert("RGB")).min(-1) >= 128
+    H, W = size
+    if hole.shape != (H, W):
+        if abs(hole.shape[1] / hole.shape[0] - W / H) > 0.01 * (W / H):
+            raise BadInputError(f"The mask '{path}' is {hole.shape[1]}x{hole.shape[0]}, another aspect ratio than "
+                                f"the {W}x{H} image; make a mask of the image's shape.")
+        hole = np.asarray(Image.fromarray(hole).resize((W, H), Image.NEAREST))
+    if dilate > 0:
+        from PIL import ImageFilter
+        grown = Image.fromarray(hole.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * dilate + 1))
+        hole = np.asarray(grown) > 0
+    return hole.astype(bool)

@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from annorm_cli.errors import BadInputError
 
@@ -102,3 +103,77 @@ def generate(classes: Sequence[str | int] = ("all",), seeds: Sequence[int] = (0,
                              batch_size=batch_size, device=resolve_device(device), precision=precision)
     return Generated(images, [c for c, _ in pairs], [names[c] for c, _ in pairs], [s for _, s in pairs],
                      truncation, card)
+
+
+# ----------------------------------------------------------------------------- inpainting
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
+    H, W = x.shape[2:]
+    pad_h, pad_w = (-H) % multiple, (-W) % multiple
+    if pad_h or pad_w:
+        mode = "reflect" if H > pad_h and W > pad_w else "replicate"
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return x, H, W
+
+
+def hole_region(mask: np.ndarray, margin: float = 0.5, min_margin: int = 32) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the hole's bounding box grown by `margin` of its size
+    (at least `min_margin` px) and clipped to the image: the context the network sees."""
+    rows, cols = np.nonzero(mask)
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    grow_h = max(min_margin, int(margin * (bottom - top)))
+    grow_w = max(min_margin, int(margin * (right - left)))
+    H, W = mask.shape
+    return max(0, top - grow_h), min(H, bottom + grow_h), max(0, left - grow_w), min(W, right + grow_w)
+
+
+@torch.no_grad()
+def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
+                  device: torch.device = torch.device("cpu"), max_side: int = 512) -> np.ndarray:
+    """Fill the hole of one photo. image [H, W, 3] uint8, mask [H, W] bool (True = hole) ->
+    [H, W, 3] uint8 whose pixels outside the hole are the input's, bit for bit.
+
+    Large photos: the network sees the hole's bounding box plus a margin of context; if that
+    region's long side exceeds `max_side` it is downscaled to it (the network was trained on
+    photos of at most 512 px), inpainted, upscaled, and only the hole pixels are pasted back."""
+    from annorm_cli.models.inpainting import MULTIPLE
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise BadInputError("inpaint needs an RGB uint8 image [H, W, 3].")
+    if mask.shape != image.shape[:2]:
+        raise BadInputError(f"The mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                            f"{image.shape[1]}x{image.shape[0]}.")
+    mask = mask.astype(bool)
+    if not mask.any():
+        return image.copy()
+    top, bottom, left, right = hole_region(mask)
+    region = torch.from_numpy(image[top:bottom, left:right]).permute(2, 0, 1)[None].float() / 127.5 - 1
+    hole = torch.from_numpy(mask[top:bottom, left:right])[None, None].float()
+    size = region.shape[2:]
+    scale = min(1.0, max_side / max(size))
+    if scale < 1.0:
+        small = [max(MULTIPLE, round(s * scale)) for s in size]
+        region = F.interpolate(region, size=small, mode="bilinear", antialias=True, align_corners=False)
+        hole = (F.interpolate(hole, size=small, mode="area") > 0).float()       # any hole pixel -> hole
+    x, H, W = _pad_to_multiple(region.to(device), MULTIPLE)
+    m, _, _ = _pad_to_multiple(hole.to(device), MULTIPLE)
+    _, refined = model.to(device).eval()(x, m)
+    refined = refined[:, :, :H, :W].float().cpu()
+    if scale < 1.0:
+        refined = F.interpolate(refined, size=size, mode="bilinear", align_corners=False)
+    filled = ((refined.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+    out = image.copy()
+    window = out[top:bottom, left:right]
+    window_mask = mask[top:bottom, left:right]
+    window[window_mask] = filled[window_mask]
+    return out
+
+
+def inpaint(image: np.ndarray, mask: np.ndarray, *, model: Optional[str] = None, weights: Optional[str] = None,
+            device: str = "auto", max_side: int = 512) -> np.ndarray:
+    """Fill `mask` (True = hole) in `image` ([H, W, 3] uint8) with a shipped inpainting model.
+
+    >>> filled = annorm_cli.inpaint(photo, hole)     # pixels outside the hole unchanged
+    """
+    from annorm_cli import weights as weight_files
+    from annorm_cli.device import resolve_device
+    network, _ = weight_files.load(model, weights, task="inpaint")
+    return inpaint_array(network, image, mask, device=resolve_device(device), max_side=max_side)

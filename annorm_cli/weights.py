@@ -31,8 +31,10 @@ class ModelEntry:
 REGISTRY: dict[str, ModelEntry] = {
     "cifar10-an": ModelEntry("cifar10-an", "class-conditional", "cifar10-an.safetensors",
                              "CIFAR-10 32x32 class-conditional GAN with an AN layer at 16x16 (EMA generator)."),
+    "scenes-inpaint-an": ModelEntry("scenes-inpaint-an", "inpaint", "scenes-inpaint-an.safetensors",
+                                    "Photo inpainting, coarse-to-fine with AN at 1/4 resolution, any size."),
 }
-DEFAULT_MODEL = {"class-conditional": "cifar10-an"}
+DEFAULT_MODEL = {"class-conditional": "cifar10-an", "inpaint": "scenes-inpaint-an"}
 
 
 def weights_dir() -> Path:
@@ -80,7 +82,7 @@ def resolve(model: Optional[str] = None, weights: Optional[str | os.PathLike] = 
         raise WeightsError(f"Unknown model '{name}'; `annorm models` lists the shipped ones: {', '.join(REGISTRY)}.")
     entry = REGISTRY[name]
     if entry.task != task:
-        raise WeightsError(f"Model '{name}' is a {entry.task} model, not a {task} one.")
+        raise WeightsError(f"Model '{name}' is for the task {entry.task}, not {task}.")
     path = weights_dir() / entry.file
     if not path.is_file():
         raise WeightsError(f"The weights of '{name}' are not at '{path}'; set ANNORM_WEIGHTS to the weights folder.")
@@ -114,6 +116,9 @@ def build_model(card: dict, state: dict[str, torch.Tensor]) -> torch.nn.Module:
     if card["architecture"] == "ClassConditionalGenerator":
         from annorm_cli.models.class_conditional import ClassConditionalConfig, Generator
         model = Generator(ClassConditionalConfig.from_dict(card["config"]))
+    elif card["architecture"] == "InpaintGenerator":
+        from annorm_cli.models.inpainting import InpaintConfig, InpaintGenerator
+        model = InpaintGenerator(InpaintConfig.from_dict(card["config"]))
     else:
         raise WeightsError(f"Unknown architecture '{card['architecture']}' in the model card; upgrade annorm.")
     try:
@@ -128,6 +133,8 @@ def load(model: Optional[str] = None, weights: Optional[str | os.PathLike] = Non
     """(model in eval mode on CPU, card) for a registry name or a .safetensors file with its card."""
     path, card_path = resolve(model, weights, task)
     card = read_card(card_path)
+    if card.get("task", task) != task:
+        raise WeightsError(f"'{path}' holds a model for the task {card['task']}, not {task}.")
     return build_model(card, load_state(path, card)), card
 
 

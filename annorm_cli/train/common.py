@@ -164,7 +164,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
-        raise BadInputError(f"No checkpoint at '{path}'; pass a run folder or a checkpoint file to --resume.")
+        raise BadInputError(f"No checkpoint at '{path}'; pass a run folder or a checkpoint file.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -1,0 +1,95 @@
+"""`annorm inpaint`: fill the masked part of photos (one file or matching folders)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from annorm_cli import __version__
+from annorm_cli.cli.errors import fail
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _pairs(image: Path, mask: Path, out: Optional[Path]) -> list[tuple[Path, Path, Path]]:
+    """(image, mask, output) triples: one file, or folders matched by file stem."""
+    if image.is_dir():
+        if not mask.is_dir():
+            raise fail("When IMAGE is a folder, MASK must be a folder of masks named like the images.")
+        images = sorted(p for p in image.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise fail(f"The folder '{image}' holds no images.")
+        masks = {p.stem: p for p in mask.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        missing = [p.name for p in images if p.stem not in masks]
+        if missing:
+            raise fail(f"No mask in '{mask}' for {len(missing)} image(s), e.g. '{missing[0]}'; name masks by image stem.")
+        target = out or image.with_name(image.name + "-filled")
+        return [(p, masks[p.stem], target / f"{p.stem}.png") for p in images]
+    if not image.exists():
+        raise fail(f"The image '{image}' does not exist.")
+    return [(image, mask, out or image.with_name(f"{image.stem}-filled.png"))]
+
+
+def inpaint_command(
+    image: Path = typer.Argument(..., help="A photo, or a folder of photos."),
+    mask: Path = typer.Argument(..., help="Its mask (white / transparent / non-zero = hole), or a folder of masks."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .png (or folder for folders)."),
+    dilate: int = typer.Option(0, help="Grow the hole by this many pixels."),
+    compare: bool = typer.Option(False, help="Also write a before/after strip (<name>-compare.png)."),
+    max_side: int = typer.Option(512, help="Largest side the network sees; bigger hole regions are downscaled."),
+    model: Optional[str] = typer.Option(None, help="Registry name (default scenes-inpaint-an)."),
+    weights: Optional[Path] = typer.Option(None, help="A .safetensors file with its JSON card beside it."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
+    overwrite: bool = typer.Option(False, help="Replace existing files."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    """Fill the masked part of a photo; pixels outside the hole come back bit-identical.
+
+    Example: annorm inpaint photo.jpg mask.png --out filled.png --compare
+    """
+    if dilate < 0:
+        raise fail(f"--dilate must be zero or positive, got {dilate}.")
+    if max_side < 16:
+        raise fail(f"--max-side must be at least 16, got {max_side}.")
+    jobs = _pairs(image, mask, out)
+    for _, _, target in jobs:
+        if target.suffix.lower() != ".png":
+            raise fail(f"'{target}' must be a .png: keeping the pixels outside the hole bit-identical needs a lossless format.")
+    targets = [t for _, _, t in jobs] + ([t.with_name(t.stem + "-compare.png") for _, _, t in jobs] if compare else [])
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise fail(f"'{existing[0]}' already exists; pass --overwrite or choose another --out.")
+    import numpy as np
+
+    from annorm_cli import weights as weight_files
+    from annorm_cli.device import resolve_device
+    from annorm_cli.images import make_grid, read_image, read_mask, save_png
+    from annorm_cli.pipelines import inpaint_array
+
+    resolved = resolve_device(device)
+    network, card = weight_files.load(model, weights, task="inpaint")
+    loaded = []
+    for photo_path, mask_path, target in jobs:      # read and check everything before writing anything
+        photo = read_image(photo_path)
+        loaded.append((photo, read_mask(mask_path, photo.shape[:2], dilate), target))
+    for folder in {t.parent for _, _, t in loaded}:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise fail(f"Cannot create the output folder '{folder}' ({exc.strerror}).")
+    from rich.progress import Progress
+    with Progress(transient=True, disable=quiet or len(loaded) == 1) as bar:
+        task = bar.add_task("inpainting", total=len(loaded))
+        for photo, hole, target in loaded:
+            filled = inpaint_array(network, photo, hole, device=resolved, max_side=max_side)
+            text = {"annorm:model": model or "scenes-inpaint-an", "annorm:sha256": card["sha256"],
+                    "annorm:version": __version__}
+            save_png(filled, target, text=text)
+            if compare:
+                shown = np.where(hole[..., None], np.uint8(255), photo)
+                save_png(make_grid(np.stack([shown, filled]), 2), target.with_name(target.stem + "-compare.png"))
+            bar.advance(task)
+    if not quiet:
+        typer.echo(f"wrote {len(loaded)} inpainted image(s)" + (f" to {loaded[0][2].parent}/" if len(loaded) > 1
+                                                                else f": {loaded[0][2]}"), err=True)

@@ -1,0 +1,169 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from annorm_cli import weights
+from annorm_cli.cli.app import app
+from annorm_cli.cli.errors import run_guarded
+from annorm_cli.evaluate import inpainting as metrics
+from annorm_cli.masks import EVAL_BUCKETS, random_mask
+from annorm_cli.models.inpainting import InpaintConfig, InpaintGenerator
+from annorm_cli.pipelines import inpaint_array
+
+TINY = InpaintConfig(channels=4, n_entities=4, dilations=(2, 4), attention_blocks=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_inpaint_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = InpaintGenerator(TINY).eval()
+    path = tmp_path_factory.mktemp("w") / "tiny-inpaint.safetensors"
+    weights.save(model, "InpaintGenerator", TINY.to_dict(), path, {"task": "inpaint"})
+    return path
+
+
+@pytest.mark.parametrize("attention", ["an", "sa", "none"])
+def test_any_size_in_gives_same_size_out_and_keeps_known_pixels(attention):
+    torch.manual_seed(0)
+    model = InpaintGenerator(InpaintConfig(channels=4, n_entities=4, dilations=(2,), attention_blocks=1,
+                                           attention=attention)).eval()
+    rng = np.random.default_rng(0)
+    for H, W in ((37, 53), (64, 64), (5, 7), (130, 97)):
+        image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        mask = random_mask(H, W, seed=H * W, ratio=(0.1, 0.4))
+        out = inpaint_array(model, image, mask)
+        assert out.shape == image.shape and out.dtype == np.uint8
+        assert np.array_equal(out[~mask], image[~mask])
+        assert (out[mask] != image[mask]).any()
+
+
+def test_large_photo_is_inpainted_through_a_downscaled_crop_and_keeps_every_other_pixel():
+    torch.manual_seed(0)
+    model = InpaintGenerator(TINY).eval()
+    image = np.random.default_rng(1).integers(0, 256, (700, 900, 3), dtype=np.uint8)
+    mask = np.zeros((700, 900), bool)
+    mask[100:600, 200:800] = True
+    out = inpaint_array(model, image, mask, max_side=64)
+    assert np.array_equal(out[~mask], image[~mask]) and (out[mask] != image[mask]).mean() > 0.9
+
+
+def test_mask_generator_is_deterministic_and_hits_its_ratio_range():
+    for low, high in EVAL_BUCKETS:
+        ratios = []
+        for seed in range(12):
+            mask = random_mask(96, 128, seed, (low, high))
+            assert np.array_equal(mask, random_mask(96, 128, seed, (low, high)))
+            ratios.append(mask.mean())
+        assert all(r <= high for r in ratios)
+        assert np.mean([r >= low for r in ratios]) >= 0.9
+    assert not np.array_equal(random_mask(64, 64, 1), random_mask(64, 64, 2))
+
+
+def test_metrics_against_hand_computation():
+    truth = np.zeros((4, 4, 3), np.uint8)
+    prediction = truth.copy()
+    mask = np.zeros((4, 4), bool)
+    mask[0, :2] = True
+    prediction[0, 0] = 10                        # 3 channels off by 10, 3 channels exact
+    mse = (3 * 100) / 6
+    assert metrics.psnr_in_hole(prediction, truth, mask) == pytest.approx(10 * math.log10(255 ** 2 / mse))
+    assert metrics.l1_in_hole(prediction, truth, mask) == pytest.approx(5 / 255)
+    assert metrics.psnr_in_hole(truth, truth, mask) == float("inf")
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert metrics.ssim(a, a) == pytest.approx(1.0)
+    b = np.full_like(a, 128)
+    # constant prediction: SSIM = mean over windows of (2 mu_x mu_y + c1)(c2) / ((mu_x^2 + mu_y^2 + c1)(var + c2))
+    assert metrics.ssim(a, b) < 0.1
+
+
+def test_opencv_baselines_keep_known_pixels():
+    pytest.importorskip("cv2")
+    image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    mask = random_mask(40, 50, 0, (0.2, 0.3))
+    for method in ("telea", "ns"):
+        out = metrics.opencv_inpaint(image, mask, method)
+        assert out.shape == image.shape and np.array_equal(out[~mask], image[~mask])
+
+
+def _run(capsys, *args):
+    code = run_guarded(app, [str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def test_cli_inpaint_file_and_folders(tiny_inpaint_weights, tmp_path, capsys):
+    photos, masks = tmp_path / "photos", tmp_path / "masks"
+    photos.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (H, W) in enumerate(((33, 47), (64, 48))):
+        Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
+        Image.fromarray(random_mask(H * 2, W * 2, i, (0.2, 0.3)).astype(np.uint8) * 255).save(masks / f"p{i}.png")
+    code, err = _run(capsys, "inpaint", photos, masks, "--out", tmp_path / "out", "--weights", tiny_inpaint_weights,
+                     "--compare", "-q")
+    assert code == 0, err
+    for i in range(2):
+        src = np.asarray(Image.open(photos / f"p{i}.png"))
+        out = np.asarray(Image.open(tmp_path / "out" / f"p{i}.png"))
+        hole = np.asarray(Image.open(masks / f"p{i}.png").resize(src.shape[1::-1], Image.NEAREST)) > 0
+        assert out.shape == src.shape and np.array_equal(out[~hole], src[~hole])
+        assert (tmp_path / "out" / f"p{i}-compare.png").exists()
+    code, err = _run(capsys, "inpaint", photos / "p0.png", masks / "p0.png", "--out", tmp_path / "out" / "p0.png",
+                     "--weights", tiny_inpaint_weights)
+    assert code == 2 and "already exists" in err
+
+
+@pytest.mark.parametrize("case, message", [
+    ("aspect", "another aspect ratio"),
+    ("missing", "does not exist"),
+    ("empty", "is empty"),
+    ("garbage", "not a readable image"),
+    ("truncated", "not a readable image"),
+    ("dilate", "--dilate must be zero or positive"),
+    ("jpeg-out", "must be a .png"),
+    ("empty-folder", "holds no images"),
+])
+def test_cli_inpaint_bad_input(tiny_inpaint_weights, tmp_path, capsys, case, message):
+    photo, mask = tmp_path / "photo.png", tmp_path / "mask.png"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(photo)
+    Image.fromarray(np.full((40, 60), 255, np.uint8)).save(mask)
+    out, extra = tmp_path / "out.png", []
+    if case == "aspect":
+        Image.fromarray(np.full((40, 40), 255, np.uint8)).save(mask)
+    elif case == "missing":
+        photo = tmp_path / "nope.png"
+    elif case == "empty":
+        photo.write_bytes(b"")
+    elif case == "garbage":
+        photo.write_bytes(b"not an image at all")
+    elif case == "truncated":
+        photo.write_bytes(photo.read_bytes()[:60])
+    elif case == "dilate":
+        extra = ["--dilate", "-2"]
+    elif case == "jpeg-out":
+        out = tmp_path / "out.jpg"
+    elif case == "empty-folder":
+        photo, mask = tmp_path / "empty", tmp_path / "masks"
+        photo.mkdir()
+        mask.mkdir()
+    code, err = _run(capsys, "inpaint", photo, mask, "--out", out, "--weights", tiny_inpaint_weights, *extra)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_mask_conventions_and_dilation(tmp_path):
+    from annorm_cli.images import read_mask
+    rgba = np.zeros((10, 10, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[2:4, 2:4, 3] = 0                                  # transparent = hole
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    assert read_mask(tmp_path / "a.png", (10, 10)).sum() == 4
+    gray = np.zeros((10, 10), np.uint8)
+    gray[5, 5] = 3                                         # any non-zero = hole
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    assert read_mask(tmp_path / "g.png", (10, 10)).sum() == 1
+    assert read_mask(tmp_path / "g.png", (10, 10), dilate=1).sum() == 9
+    assert read_mask(tmp_path / "g.png", (20, 20)).sum() == 4   # same aspect ratio: resized
