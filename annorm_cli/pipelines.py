@@ -128,13 +128,15 @@ def hole_region(mask: np.ndarray, margin: float = 0.5, min_margin: int = 32) -> 
 
 @torch.no_grad()
 def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
-                  device: torch.device = torch.device("cpu"), max_side: int = 512) -> np.ndarray:
+                  device: torch.device = torch.device("cpu"), max_side: int = 512,
+                  whole_image: bool = False) -> np.ndarray:
     """Fill the hole of one photo. image [H, W, 3] uint8, mask [H, W] bool (True = hole) ->
     [H, W, 3] uint8 whose pixels outside the hole are the input's, bit for bit.
 
     Large photos: the network sees the hole's bounding box plus a margin of context; if that
     region's long side exceeds `max_side` it is downscaled to it (the network was trained on
-    photos of at most 512 px), inpainted, upscaled, and only the hole pixels are pasted back."""
+    photos of at most 512 px), inpainted, upscaled, and only the hole pixels are pasted back.
+    `whole_image` makes the network see the whole photo (as visualize-layout wants)."""
     from annorm_cli.models.inpainting import MULTIPLE
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise BadInputError("inpaint needs an RGB uint8 image [H, W, 3].")
@@ -144,7 +146,7 @@ def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *
     mask = mask.astype(bool)
     if not mask.any():
         return image.copy()
-    top, bottom, left, right = hole_region(mask)
+    top, bottom, left, right = (0, mask.shape[0], 0, mask.shape[1]) if whole_image else hole_region(mask)
     region = torch.from_numpy(image[top:bottom, left:right]).permute(2, 0, 1)[None].float() / 127.5 - 1
     hole = torch.from_numpy(mask[top:bottom, left:right])[None, None].float()
     size = region.shape[2:]
@@ -177,3 +179,51 @@ def inpaint(image: np.ndarray, mask: np.ndarray, *, model: Optional[str] = None,
     from annorm_cli.device import resolve_device
     network, _ = weight_files.load(model, weights, task="inpaint")
     return inpaint_array(network, image, mask, device=resolve_device(device), max_side=max_side)
+
+
+# ----------------------------------------------------------------------------- layouts
+@dataclass
+class Layouts:
+    """What the AN layers saw: the image [H, W, 3] uint8 and, per AN layer name, the soft layout
+    [n, h, w] (sums to 1 over entities) and the logits [n, h, w], as float32 numpy arrays."""
+    image: np.ndarray
+    layouts: dict[str, np.ndarray]
+    logits: dict[str, np.ndarray]
+
+
+def _recorded(model: torch.nn.Module, run) -> tuple[np.ndarray, dict, dict]:
+    from annorm_cli.nn import recording_layouts
+    with recording_layouts(model) as layers:
+        image = run()
+    if not layers:
+        raise BadInputError("This model has no AN layers (it was trained with attention 'sa' or 'none').")
+    return (image, {n: l.last_layout[0].cpu().numpy() for n, l in layers.items()},
+            {n: l.last_logits[0].cpu().numpy() for n, l in layers.items()})
+
+
+def generator_layouts(generator: torch.nn.Module, class_index_: int, seed: int, *,
+                      truncation: Optional[float] = None) -> Layouts:
+    """Generate one image and record the layouts of every AN layer of the generator."""
+    run = lambda: generate_images(generator, [class_index_], [seed], truncation=truncation)[0]  # noqa: E731
+    return Layouts(*_recorded(generator, run))
+
+
+def inpainting_layouts(network: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *, max_side: int = 512) -> Layouts:
+    """Inpaint one photo and record the layouts of every AN layer (on the region the network saw)."""
+    run = lambda: inpaint_array(network, image, mask, max_side=max_side, whole_image=True)  # noqa: E731
+    return Layouts(*_recorded(network, run))
+
+
+def layouts(*, class_name: Optional[str] = None, seed: int = 0, image: Optional[np.ndarray] = None,
+            mask: Optional[np.ndarray] = None, model: Optional[str] = None, weights: Optional[str] = None) -> Layouts:
+    """Layouts for a generated image (class_name + seed) or an inpainted photo (image + mask).
+
+    >>> result = annorm_cli.layouts(class_name="cat", seed=0)
+    >>> {name: s.shape for name, s in result.layouts.items()}   # {'attention.attention': (16, 16, 16)}
+    """
+    from annorm_cli import weights as weight_files
+    if image is not None:
+        network, _ = weight_files.load(model, weights, task="inpaint")
+        return inpainting_layouts(network, image, mask)
+    generator, _ = weight_files.load(model, weights)
+    return generator_layouts(generator, class_index(class_name or 0, generator.config.class_names), seed)

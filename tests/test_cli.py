@@ -177,3 +177,22 @@ def test_device_resolver(monkeypatch):
         resolve_device("cuda")
     with pytest.raises(AnnormError, match="Unknown device"):
         resolve_device("tpu")
+
+
+def test_visualize_layout_writes_pictures_and_arrays(tiny_weights, tmp_path, capsys):
+    out = tmp_path / "lay"
+    code, _, err = annorm(capsys, "visualize-layout", "--weights", tiny_weights, "-c", "dog", "--seed", "3",
+                          "--out", out, "--top-k", "3", "--scale", "2")
+    assert code == 0, err
+    data = np.load(out / "layouts.npz")
+    assert list(data["layer_names"]) == ["attention.attention"]
+    layout = data["attention.attention/layout"]
+    assert layout.shape == (4, 16, 16) and data["attention.attention/logits"].shape == (4, 16, 16)
+    np.testing.assert_allclose(layout.sum(0), 1.0, rtol=1e-5)
+    heat_maps = sorted(p.name for p in out.glob("*-entity*.png"))
+    assert 1 <= len(heat_maps) <= 3
+    with Image.open(out / "attention_attention-hard.png") as hard:
+        assert hard.size == (64, 64) and len(set(hard.getdata())) <= 4
+    assert (out / "contact-sheet.png").exists() and (out / "image.png").exists()
+    code, _, err = annorm(capsys, "visualize-layout", "--weights", tiny_weights, "-c", "dog", "--out", out)
+    assert code == 2 and "not empty" in err

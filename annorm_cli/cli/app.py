@@ -14,6 +14,7 @@ from annorm_cli.cli import train as train_commands
 from annorm_cli.cli.errors import run_guarded
 from annorm_cli.cli.generate import generate_command
 from annorm_cli.cli.inpaint import inpaint_command
+from annorm_cli.cli.visualize import visualize_command
 from annorm_cli.cli.models import models_command
 
 app = typer.Typer(name="annorm", no_args_is_help=True, add_completion=True,
@@ -24,6 +25,7 @@ app.add_typer(evaluate_commands.app, name="evaluate")
 app.command("generate")(generate_command)
 app.command("models")(models_command)
 app.command("inpaint")(inpaint_command)
+app.command("visualize-layout")(visualize_command)
 
 
 def _version(value: bool) -> None:
