@@ -143,3 +143,58 @@ def loglog_slope(rows: list[dict], key: str = "train_ms", min_resolution: int = 
     mx = sum(p[0] for p in points) / len(points)
     my = sum(p[1] for p in points) / len(points)
     return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+
+
+def time_generate(generator: nn.Module, batch_sizes: tuple[int, ...], device: torch.device,
+                  images: int = 256) -> list[dict]:
+    """Images per second of generate_images at each batch size (`images` images, after a warm-up)."""
+    import time
+
+    from annorm_cli.pipelines import generate_images
+    rows = []
+    for batch in batch_sizes:
+        count = max(images, batch)
+        classes, seeds = [i % generator.config.n_classes for i in range(count)], list(range(count))
+        generate_images(generator, classes[:batch], seeds[:batch], batch_size=batch, device=device)
+        start = time.perf_counter()
+        generate_images(generator, classes, seeds, batch_size=batch, device=device)
+        _sync(device)
+        rows.append({"batch": batch, "img_per_s": count / (time.perf_counter() - start)})
+    return rows
+
+
+def measure_inpaint(weights_path: str, height: int, width: int, device: str, repeats: int = 3) -> dict:
+    """Seconds (median) and peak memory growth of inpaint_array on one [height, width] photo with a
+    30-40% free-form hole; meant to run in a fresh process (see run_inpaint_cell)."""
+    import resource
+    import time
+
+    import numpy as np
+
+    from annorm_cli import weights
+    from annorm_cli.masks import random_mask
+    from annorm_cli.pipelines import inpaint_array
+    dev = torch.device(device)
+    network, _ = weights.load(weights=weights_path, task="inpaint")
+    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    mask = random_mask(height, width, 0, (0.3, 0.4))
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    inpaint_array(network, image, mask, device=dev)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        inpaint_array(network, image, mask, device=dev)
+        _sync(dev)
+        times.append(time.perf_counter() - start)
+    return {"size": f"{width}x{height}", "seconds": sorted(times)[len(times) // 2], "peak_bytes": peak}
+
+
+def run_inpaint_cell(weights_path: str, height: int, width: int, device: str, threads: Optional[int]) -> dict:
+    code = ("import json,torch;from annorm_cli.bench import measure_inpaint;"
+            + (f"torch.set_num_threads({threads});" if threads else "")
+            + f"print(json.dumps(measure_inpaint({weights_path!r}, {height}, {width}, {device!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"size": f"{width}x{height}", "skipped": done.stderr.strip().splitlines()[-1][:80]}
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -196,3 +196,33 @@ def test_visualize_layout_writes_pictures_and_arrays(tiny_weights, tmp_path, cap
     assert (out / "contact-sheet.png").exists() and (out / "image.png").exists()
     code, _, err = annorm(capsys, "visualize-layout", "--weights", tiny_weights, "-c", "dog", "--out", out)
     assert code == 2 and "not empty" in err
+
+
+def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    from annorm_cli.images import save_png
+
+    def explode(self, fp, *args, **kwargs):
+        fp.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PILImage.Image, "save", explode)
+    with pytest.raises(KeyboardInterrupt):
+        save_png(np.zeros((4, 4, 3), np.uint8), tmp_path / "x.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    from annorm_cli.train import common
+    common.atomic_save({"format": "annorm-train-v1", "step": 1}, tmp_path / "checkpoint.pt")
+
+    def explode(obj, handle):
+        handle.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", explode)
+    with pytest.raises(KeyboardInterrupt):
+        common.atomic_save({"step": 2}, tmp_path / "checkpoint.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+    assert common.load_checkpoint(tmp_path)["step"] == 1

@@ -77,3 +77,84 @@ def bench_layer(
     ratios = [f"{res}^2 {fast[res]['train_ms'] / cheap[res]['train_ms']:.1f}x" for res in sizes
               if "train_ms" in fast.get(res, {}) and "train_ms" in cheap.get(res, {})]
     console.print("AN-fast cost relative to conv1x1+InstanceNorm+residual (fwd+bwd): " + ", ".join(ratios))
+
+
+@app.command("generate")
+def bench_generate(
+    model: Optional[str] = typer.Option(None, help="Registry name (default cifar10-an)."),
+    weights: Optional[str] = typer.Option(None, help="Or a .safetensors file with its card."),
+    batch_sizes: str = typer.Option("1,16,64,256", help="Batch sizes, comma-separated."),
+    images: int = typer.Option(256, help="Images timed per batch size."),
+    device: str = typer.Option("cpu", help="auto | cpu | cuda | mps"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads."),
+) -> None:
+    """Generation throughput (img/s) of a class-conditional model by batch size, end to end
+    (latents, forward pass, conversion to uint8), after one warm-up batch.
+
+    Example: annorm bench generate --batch-sizes 1,64
+    """
+    try:
+        sizes = tuple(int(b) for b in batch_sizes.split(","))
+    except ValueError:
+        raise fail("--batch-sizes takes positive integers separated by commas.")
+    if min(sizes) < 1 or images < 1:
+        raise fail("Batch sizes and --images must be positive.")
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from annorm_cli import bench
+    from annorm_cli import weights as weight_files
+    from annorm_cli.device import resolve_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    generator, card = weight_files.load(model, weights)
+    rows = bench.time_generate(generator, sizes, dev, images)
+    table = Table(title=f"generate: {weights or model or 'cifar10-an'} ({card['sha256'][:12]}), {dev}, {torch.get_num_threads()} threads")
+    table.add_column("batch")
+    table.add_column("img/s", justify="right")
+    for row in rows:
+        table.add_row(str(row["batch"]), f"{row['img_per_s']:.1f}")
+    Console().print(table)
+
+
+@app.command("inpaint")
+def bench_inpaint(
+    model: Optional[str] = typer.Option(None, help="Registry name (default scenes-inpaint-an)."),
+    weights: Optional[str] = typer.Option(None, help="Or a .safetensors file with its card."),
+    sizes: str = typer.Option("256x256,512x512,1024x768,2048x1536", help="WIDTHxHEIGHT list, comma-separated."),
+    device: str = typer.Option("cpu", help="auto | cpu | cuda | mps"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads."),
+) -> None:
+    """Seconds and peak memory of one whole inpaint (30-40% free-form hole) by photo size, each size in a
+    fresh process, excluding process start and model loading.
+
+    Example: annorm bench inpaint --sizes 512x512,2048x1536
+    """
+    try:
+        pairs = [tuple(int(v) for v in s.lower().split("x")) for s in sizes.split(",")]
+    except ValueError:
+        raise fail("--sizes takes WIDTHxHEIGHT items separated by commas, like 512x512,2048x1536.")
+    if any(len(p) != 2 or min(p) < 8 for p in pairs):
+        raise fail("Every size needs a width and a height of at least 8.")
+    from rich.console import Console
+    from rich.table import Table
+
+    from annorm_cli import bench
+    from annorm_cli import weights as weight_files
+    from annorm_cli.device import resolve_device
+
+    path, _ = weight_files.resolve(model, weights, task="inpaint")
+    dev = resolve_device(device)
+    table = Table(title=f"inpaint: {path.name}, {dev}")
+    for column in ("size", "seconds", "peak memory"):
+        table.add_column(column, justify="right")
+    for width, height in pairs:
+        row = bench.run_inpaint_cell(str(path), height, width, str(dev), threads)
+        if "skipped" in row:
+            table.add_row(row["size"], "failed", row["skipped"])
+        else:
+            table.add_row(row["size"], f"{row['seconds']:.3f}", _size(row["peak_bytes"]))
+    Console().print(table)
