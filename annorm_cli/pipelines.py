@@ -227,3 +227,32 @@ def layouts(*, class_name: Optional[str] = None, seed: int = 0, image: Optional[
         return inpainting_layouts(network, image, mask)
     generator, _ = weight_files.load(model, weights)
     return generator_layouts(generator, class_index(class_name or 0, generator.config.class_names), seed)
+
+
+# ----------------------------------------------------------------------------- interpolation
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation between two latents (linear where they are parallel)."""
+    cos = torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-12)
+    omega = torch.arccos(cos.clamp(-1, 1))
+    if omega.abs() < 1e-6:
+        return (1 - t) * a + t * b
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+@torch.no_grad()
+def interpolate(generator: torch.nn.Module, classes: tuple[int, int], seeds: tuple[int, int], frames: int, *,
+                truncation: Optional[float] = None, device: torch.device = torch.device("cpu")) -> np.ndarray:
+    """`frames` images from (classes[0], seeds[0]) to (classes[1], seeds[1]): latents by slerp,
+    classes by blending their class embeddings. -> [frames, H, W, 3] uint8."""
+    from annorm_cli.images import to_uint8
+    if frames < 2:
+        raise BadInputError(f"An interpolation needs at least 2 frames, got {frames}.")
+    config = generator.config
+    za, zb = (latent(s, config.z_dim, truncation) for s in seeds)
+    steps = torch.linspace(0, 1, frames)
+    z = torch.stack([slerp(za, zb, float(t)) for t in steps])                       # [F, z_dim]
+    weights = torch.zeros(frames, config.n_classes)
+    weights[:, classes[0]] += 1 - steps
+    weights[:, classes[1]] += steps                                                # [F, n_classes]
+    generator = generator.to(device).eval()
+    return to_uint8(generator(z.to(device), weights.to(device)))

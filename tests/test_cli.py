@@ -226,3 +226,24 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         common.atomic_save({"step": 2}, tmp_path / "checkpoint.pt")
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
     assert common.load_checkpoint(tmp_path)["step"] == 1
+
+
+def test_interpolation_strip_and_gif(tiny_weights, tmp_path, capsys):
+    code, _, err = annorm(capsys, "generate", "--weights", tiny_weights, "-c", "cat", "--seed", "1,9",
+                          "--interpolate", "5", "--gif", "--out", tmp_path, "-q")
+    assert code == 0, err
+    strip = Image.open(tmp_path / "interpolation-cat-seed0001-to-seed0009.png")
+    assert strip.size == (5 * 34 + 2, 36)
+    gif = Image.open(tmp_path / "interpolation-cat-seed0001-to-seed0009.gif")
+    assert gif.n_frames >= 5
+    # the first frame is seed 1 itself
+    assert annorm(capsys, "generate", "--weights", tiny_weights, "-c", "cat", "--seed", "1", "--out", tmp_path / "one",
+                  "-q")[0] == 0
+    single = np.asarray(Image.open(tmp_path / "one" / "cat-seed0001.png"))
+    assert (np.asarray(strip)[2:34, 2:34] == single).all()
+    code, _, err = annorm(capsys, "generate", "--weights", tiny_weights, "-c", "cat", "-c", "dog", "--seed", "0",
+                          "--interpolate", "3", "--out", tmp_path / "classes", "-q")
+    assert code == 0 and (tmp_path / "classes" / "interpolation-cat-to-dog-seed0000.png").exists()
+    code, _, err = annorm(capsys, "generate", "--weights", tiny_weights, "--seed", "0-5", "--interpolate", "3",
+                          "--out", tmp_path / "bad")
+    assert code == 2 and "two seeds and one --class" in err

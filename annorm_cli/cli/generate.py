@@ -49,6 +49,44 @@ def _label_rows(sheet, labels: list[str], cell: int, pad: int):
     return np.asarray(canvas)
 
 
+def _write_interpolation(generator, card, names, classes, seeds, frames, truncation, out, scale, gif, overwrite,
+                         device, quiet) -> None:
+    """Two seeds (one class) or two classes (one seed) -> a strip PNG (and a GIF)."""
+    from annorm_cli.images import make_grid, save_png
+    from annorm_cli.pipelines import class_index, interpolate
+    if frames < 2:
+        raise fail(f"--interpolate needs at least 2 frames, got {frames}.")
+    picked = [class_index(c, names) for c in classes] if [c.lower() for c in classes] != ["all"] else []
+    if len(seeds) == 2 and len(picked) == 1:
+        ends, seed_pair, label = (picked[0], picked[0]), (seeds[0], seeds[1]), f"{names[picked[0]]}-seed{seeds[0]:04d}-to-seed{seeds[1]:04d}"
+    elif len(seeds) == 1 and len(picked) == 2:
+        ends, seed_pair, label = tuple(picked), (seeds[0], seeds[0]), f"{names[picked[0]]}-to-{names[picked[1]]}-seed{seeds[0]:04d}"
+    else:
+        raise fail("--interpolate needs two seeds and one --class, or two --class values and one seed.")
+    strip_file, gif_file = out / f"interpolation-{label}.png", out / f"interpolation-{label}.gif"
+    existing = [p for p in (strip_file, gif_file if gif else None) if p is not None and p.exists()]
+    if existing and not overwrite:
+        raise fail(f"'{existing[0]}' already exists; pass --overwrite or choose another --out.")
+    _prepare_out_dir(out)
+    images = interpolate(generator, ends, seed_pair, frames, truncation=truncation, device=device)
+    save_png(make_grid(images, frames, scale=scale), strip_file,
+             text={META_PREFIX + "model_sha256": card["sha256"], META_PREFIX + "version": __version__})
+    if gif:
+        import os
+        import tempfile
+
+        from PIL import Image
+        pictures = [Image.fromarray(make_grid(i[None], 1, pad=0, scale=scale)) for i in images]
+        fd, tmp = tempfile.mkstemp(prefix="." + gif_file.name, suffix=".tmp", dir=out)
+        with os.fdopen(fd, "wb") as handle:
+            pictures[0].save(handle, format="GIF", save_all=True, append_images=pictures[1:] + pictures[::-1],
+                             duration=80, loop=0)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, gif_file)
+    if not quiet:
+        typer.echo(f"wrote {strip_file}" + (f" and {gif_file}" if gif else ""), err=True)
+
+
 def generate_command(
     classes: List[str] = typer.Option(["all"], "--class", "-c", help="Class name or index, repeatable, or 'all'."),
     num: Optional[int] = typer.Option(None, "--num", "-n", help="Images per class when --seed is one integer."),
@@ -64,6 +102,9 @@ def generate_command(
     precision: str = typer.Option("fp32", help="fp32 | bf16"),
     batch_size: int = typer.Option(64, help="Images per forward pass (speed only; pixels do not change)."),
     from_png: Optional[Path] = typer.Option(None, help="Reproduce a PNG written by annorm generate from its metadata."),
+    interpolate: Optional[int] = typer.Option(None, help="Frames of an interpolation between two seeds or two classes "
+                                                          "(give two --seed values or two --class values)."),
+    gif: bool = typer.Option(False, help="With --interpolate: also write an animated GIF."),
     overwrite: bool = typer.Option(False, help="Replace existing files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
@@ -104,6 +145,10 @@ def generate_command(
         raise fail(f"'{from_png}' was made by weights with sha256 {params['sha256'][:12]}..., not these; "
                    "pass the matching --model or --weights.")
     names = list(generator.config.class_names)
+    if interpolate is not None:
+        _write_interpolation(generator, card, names, classes, seeds, interpolate, truncation, out, scale, gif,
+                             overwrite, resolved, quiet)
+        return
     wanted = list(range(len(names))) if [c.lower() for c in classes] == ["all"] else \
         [class_index(c, names) for c in classes]
     pairs = [(c, s) for c in wanted for s in seeds]

@@ -74,8 +74,10 @@ class Generator(nn.Module):
         self.to_rgb = nn.Conv2d(c32, 3, 3, padding=1)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """labels: class indices [B] or class weights [B, n_classes] (to blend classes)."""
         cfg = self.config
-        if z.ndim != 2 or z.shape[1] != cfg.z_dim or labels.shape != z.shape[:1]:
+        if z.ndim != 2 or z.shape[1] != cfg.z_dim or labels.shape[:1] != z.shape[:1] or \
+                (labels.ndim == 2 and labels.shape[1] != cfg.n_classes) or labels.ndim > 2:
             raise BadInputError(f"Generator expects z [B, {cfg.z_dim}] and labels [B], "
                                 f"got {list(z.shape)} and {list(labels.shape)}.")
         h = self.stem(z).view(z.shape[0], -1, 4, 4)                        # [B, c4, 4, 4]

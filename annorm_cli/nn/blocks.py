@@ -83,8 +83,12 @@ class ConditionalBatchNorm2d(nn.Module):
         nn.init.zeros_(self.bias.weight)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        gain = 1 + self.gain(labels)[:, :, None, None]                      # [B, C, 1, 1]
-        bias = self.bias(labels)[:, :, None, None]
+        """labels: class indices [B], or class weights [B, n_classes] (mixing classes)."""
+        if labels.ndim == 2:
+            gain, bias = 1 + labels @ self.gain.weight, labels @ self.bias.weight       # [B, C]
+        else:
+            gain, bias = 1 + self.gain(labels), self.bias(labels)
+        gain, bias = gain[:, :, None, None], bias[:, :, None, None]         # [B, C, 1, 1]
         return self.norm(x) * gain + bias
 
 
