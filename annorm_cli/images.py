@@ -1,15 +1,15 @@
 """Images: tensors <-> PIL, grids, and atomic PNG writes with text metadata."""
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Optional
 
 import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
+
+from annorm_cli.files import atomic_open
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -43,16 +43,8 @@ def save_png(pixels: np.ndarray, path: str | os.PathLike, *, text: Optional[Mapp
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():
         info.add_text(key, str(value))
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            Image.fromarray(pixels).save(handle, format="PNG", pnginfo=info)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as handle:
+        Image.fromarray(pixels).save(handle, format="PNG", pnginfo=info)
     return path
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -13,6 +12,7 @@ from typing import Optional
 import torch
 
 from annorm_cli.errors import WeightsError
+from annorm_cli.files import atomic_open
 
 
 @dataclass(frozen=True)
@@ -138,16 +138,6 @@ def load(model: Optional[str] = None, weights: Optional[str | os.PathLike] = Non
     return build_model(card, load_state(path, card)), card
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def save(model: torch.nn.Module, architecture: str, config: dict, path: Path, card: dict) -> dict:
     """Write `model`'s weights as safetensors and its card (config, sha256 + `card`) beside it."""
     from safetensors.torch import save
@@ -155,8 +145,10 @@ def save(model: torch.nn.Module, architecture: str, config: dict, path: Path, ca
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     blob = save(tensors)
-    _atomic_write_bytes(path, blob)
+    with atomic_open(path) as handle:
+        handle.write(blob)
     full = {"architecture": architecture, "config": config, **card,
             "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
-    _atomic_write_bytes(path.with_suffix(".json"), (json.dumps(full, indent=2) + "\n").encode())
+    with atomic_open(path.with_suffix(".json")) as handle:
+        handle.write((json.dumps(full, indent=2) + "\n").encode())
     return full

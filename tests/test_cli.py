@@ -1,6 +1,5 @@
 import json
 import pickle
-import time
 
 import numpy as np
 import pytest

@@ -2,7 +2,6 @@
 0 success, 2 bad usage or bad input, 1 an unexpected internal error."""
 from __future__ import annotations
 
-import sys
 
 import typer
 

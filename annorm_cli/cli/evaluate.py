@@ -37,7 +37,6 @@ def fid(
         raise fail(f"Reference statistics '{reference}' not found; pass --reference.")
     import time
 
-    import numpy as np
     import torch
     from rich.progress import Progress
 

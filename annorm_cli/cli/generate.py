@@ -72,17 +72,13 @@ def _write_interpolation(generator, card, names, classes, seeds, frames, truncat
     save_png(make_grid(images, frames, scale=scale), strip_file,
              text={META_PREFIX + "model_sha256": card["sha256"], META_PREFIX + "version": __version__})
     if gif:
-        import os
-        import tempfile
-
         from PIL import Image
+
+        from annorm_cli.files import atomic_open
         pictures = [Image.fromarray(make_grid(i[None], 1, pad=0, scale=scale)) for i in images]
-        fd, tmp = tempfile.mkstemp(prefix="." + gif_file.name, suffix=".tmp", dir=out)
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_open(gif_file) as handle:
             pictures[0].save(handle, format="GIF", save_all=True, append_images=pictures[1:] + pictures[::-1],
                              duration=80, loop=0)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, gif_file)
     if not quiet:
         typer.echo(f"wrote {strip_file}" + (f" and {gif_file}" if gif else ""), err=True)
 
@@ -131,8 +127,6 @@ def generate_command(
     seeds = parse_seeds(seed, num)
     if num is not None and len(seeds) != num:
         raise fail(f"--num {num} disagrees with --seed '{seed}', which gives {len(seeds)} seeds; drop one of them.")
-
-    import numpy as np
 
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device

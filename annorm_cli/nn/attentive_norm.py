@@ -118,7 +118,7 @@ class AttentiveNorm2d(nn.Module):
 
     def _project_fast(self, x: torch.Tensor, positions: Optional[torch.Tensor]):
         """One fused 1x1 projection of x [B, C, P] into logits [B, n, P] and value [B, C, P]."""
-        n, C = self.n_entities, self.channels
+        n = self.n_entities
         weights = [self.entity_filters.t(), self.value.weight.flatten(1)]
         biases = [self.value.bias.new_zeros(n), self.value.bias]
         if positions is not None:

@@ -71,18 +71,7 @@ def diff_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tens
 
 
 # ----------------------------------------------------------------------------- the run state
-@dataclass
-class RunState:
-    G: torch.nn.Module        # possibly DDP-wrapped
-    D: torch.nn.Module
-    ema: common.EMA
-    opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
-    model_config: ClassConditionalConfig
-    options: TrainOptions
-    precision: str
-    step: int = 0
-    wall_time: float = 0.0
+RunState = common.GanRun
 
 
 def build_state(model_config: ClassConditionalConfig, options: TrainOptions, device: torch.device,
@@ -95,28 +84,8 @@ def build_state(model_config: ClassConditionalConfig, options: TrainOptions, dev
     betas = (options.beta1, options.beta2)
     opt_g = torch.optim.Adam(G.parameters(), options.lr_g, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), options.lr_d, betas=betas)
-    return RunState(common.wrap_ddp(G, world, device), common.wrap_ddp(D, world, device), ema, opt_g, opt_d,
+    return RunState("class", common.wrap_ddp(G, world, device), common.wrap_ddp(D, world, device), ema, opt_g, opt_d,
                     model_config, options, precision)
-
-
-def state_dict(state: RunState) -> dict:
-    return {
-        "format": "annorm-train-v1", "task": "class", "step": state.step, "wall_time": state.wall_time,
-        "precision": state.precision, "model_config": state.model_config.to_dict(),
-        "options": dataclasses.asdict(state.options),
-        "G": common.unwrap(state.G).state_dict(), "G_ema": state.ema.model.state_dict(),
-        "D": common.unwrap(state.D).state_dict(),
-        "opt_g": state.opt_g.state_dict(), "opt_d": state.opt_d.state_dict(),
-    }
-
-
-def restore(state: RunState, saved: dict) -> None:
-    common.unwrap(state.G).load_state_dict(saved["G"])
-    state.ema.model.load_state_dict(saved["G_ema"])
-    common.unwrap(state.D).load_state_dict(saved["D"])
-    state.opt_g.load_state_dict(saved["opt_g"])
-    state.opt_d.load_state_dict(saved["opt_d"])
-    state.step, state.wall_time = int(saved["step"]), float(saved["wall_time"])
 
 
 # ----------------------------------------------------------------------------- one step
@@ -207,7 +176,7 @@ def sampling_copy(state: RunState, *, batches: int = 16, batch: int = 64) -> Gen
     return generator
 
 
-def sample_sheet(generator: Generator, config: ClassConditionalConfig, *, per_class: int = 10) -> "np.ndarray":
+def sample_sheet(generator: Generator, config: ClassConditionalConfig, *, per_class: int = 10):
     """One row per class, `per_class` fixed seeds per row: [rows, cols] grid as uint8."""
     rng = torch.Generator().manual_seed(2020)
     device = next(generator.parameters()).device
@@ -249,8 +218,7 @@ def train(options: TrainOptions, model_config: ClassConditionalConfig, run_dir: 
                                        n_classes=len(data.class_names))
     state = build_state(model_config, options, device, world)
     if resume is not None:
-        restore(state, resume)
-        state.precision = resume["precision"]
+        state.restore(resume)
     elif options.precision == "auto":
         state.precision, timings = choose_precision(state, data, device, world)
         on_event("precision", {"chosen": state.precision, "seconds_per_step": timings})
@@ -265,16 +233,11 @@ def train(options: TrainOptions, model_config: ClassConditionalConfig, run_dir: 
         state, lambda: train_step(state, data, device, world), steps=options.steps, log_every=options.log_every,
         sample_every=options.sample_every, checkpoint_minutes=options.checkpoint_minutes,
         images_per_step=options.batch_size * options.d_steps, run_dir=run_dir, world=world,
-        save_fn=lambda: save_checkpoint(state, run_dir, world),
+        save_fn=lambda: state.save(run_dir, world),
         sample_fn=lambda: str(save_png(sample_sheet(sampling_copy(state), model_config),
                                        run_dir / f"samples-{state.step:07d}.png")),
         on_event=on_event)
     return state
-
-
-def save_checkpoint(state: RunState, run_dir: Path, world: common.World) -> None:
-    if world.is_main:
-        common.atomic_save(state_dict(state), Path(run_dir) / common.CHECKPOINT_NAME)
 
 
 def export_generator(saved: dict, path: Path, card: dict) -> dict:
@@ -284,7 +247,7 @@ def export_generator(saved: dict, path: Path, card: dict) -> dict:
     model_config = ClassConditionalConfig.from_dict(saved["model_config"])
     options = TrainOptions(**saved["options"])
     state = build_state(model_config, options, torch.device("cpu"), common.World())
-    restore(state, saved)
+    state.restore(saved)
     generator = sampling_copy(state)
     info = {"task": "class-conditional", "classes": list(model_config.class_names), "steps": state.step,
             "train_wall_time_s": round(state.wall_time), "train_options": saved["options"],

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import os
 import signal
-import tempfile
 import json
 import time
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from annorm_cli.errors import BadInputError
+from annorm_cli.files import atomic_open
 
 CHECKPOINT_NAME = "checkpoint.pt"
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -119,6 +120,45 @@ def probe_precision(step: Callable[[str], None], *, repeats: int = 2) -> tuple[s
     return min(timings, key=timings.get), timings
 
 
+# ----------------------------------------------------------------------------- run state
+@dataclass
+class GanRun:
+    """What a GAN trainer carries from step to step; `checkpoint()` / `restore()` define the
+    checkpoint format. G and D may be DDP-wrapped; `ema.model` is the averaged generator."""
+    task: str
+    G: nn.Module
+    D: nn.Module
+    ema: "EMA"
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    model_config: object        # a config dataclass with to_dict()
+    options: object             # the trainer's options dataclass
+    precision: str = "fp32"
+    step: int = 0
+    wall_time: float = 0.0
+
+    def checkpoint(self) -> dict:
+        return {"format": "annorm-train-v1", "task": self.task, "step": self.step, "wall_time": self.wall_time,
+                "precision": self.precision, "model_config": self.model_config.to_dict(),
+                "options": dataclasses.asdict(self.options),
+                "G": unwrap(self.G).state_dict(), "G_ema": self.ema.model.state_dict(),
+                "D": unwrap(self.D).state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+
+    def restore(self, saved: dict) -> None:
+        unwrap(self.G).load_state_dict(saved["G"])
+        self.ema.model.load_state_dict(saved["G_ema"])
+        unwrap(self.D).load_state_dict(saved["D"])
+        self.opt_g.load_state_dict(saved["opt_g"])
+        self.opt_d.load_state_dict(saved["opt_d"])
+        self.step, self.wall_time = int(saved["step"]), float(saved["wall_time"])
+        self.precision = saved["precision"]
+
+    def save(self, run_dir: Path, world: World) -> None:
+        if world.is_main:
+            atomic_save(self.checkpoint(), Path(run_dir) / CHECKPOINT_NAME)
+
+
 # ----------------------------------------------------------------------------- EMA
 class EMA:
     """Exponential moving average of a model's weights with a warm-up: the decay at update t is
@@ -140,22 +180,11 @@ class EMA:
 
 # ----------------------------------------------------------------------------- files
 def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename: a crash (even kill -9)
-    leaves either the old file or the new one, never a torn one."""
+    """torch.save, atomically (annorm_cli.files.atomic_open)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as handle:
+        torch.save(obj, handle)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -5,7 +5,6 @@ import hashlib
 import io
 import os
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from PIL import Image
 
 from annorm_cli.errors import BadInputError
+from annorm_cli.files import atomic_open
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -97,9 +97,7 @@ def load_labelled_images(path: str | os.PathLike, split: str = "train", *, use_c
     result = _decode_all(path, split)
     if use_cache:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=cached.name + ".", suffix=".tmp", dir=cached.parent)
-        with os.fdopen(fd, "wb") as handle:   # unique temp name: several torchrun ranks may race here
+        with atomic_open(cached) as handle:   # unique temp names: several torchrun ranks may race here
             np.savez(handle, images=result.images.numpy(), labels=result.labels.numpy(),
                      class_names=np.array(result.class_names))
-        os.replace(tmp, cached)
     return result

@@ -5,7 +5,6 @@ Resumable and data-parallel like the class-conditional trainer (same machinery i
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -71,46 +70,15 @@ class InpaintOptions:
     log_every: int = 20
 
 
-@dataclass
-class InpaintState:
-    G: torch.nn.Module
-    D: torch.nn.Module
-    ema: common.EMA
-    opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
-    config: InpaintConfig
-    options: InpaintOptions
-    precision: str
-    step: int = 0
-    wall_time: float = 0.0
-
-
-def build_state(config: InpaintConfig, options: InpaintOptions, device: torch.device, world: common.World) -> InpaintState:
+def build_state(config: InpaintConfig, options: InpaintOptions, device: torch.device,
+                world: common.World) -> common.GanRun:
     torch.manual_seed(options.seed)
     G, D = InpaintGenerator(config).to(device), PatchDiscriminator().to(device)
     ema = common.EMA(G, options.ema_decay)
     opt_g = torch.optim.Adam(G.parameters(), options.lr, betas=(options.beta1, options.beta2))
     opt_d = torch.optim.Adam(D.parameters(), options.lr_d, betas=(options.beta1, options.beta2))
-    return InpaintState(common.wrap_ddp(G, world, device), common.wrap_ddp(D, world, device), ema, opt_g, opt_d,
-                        config, options, options.precision)
-
-
-def state_dict(state: InpaintState) -> dict:
-    return {"format": "annorm-train-v1", "task": "inpaint", "step": state.step, "wall_time": state.wall_time,
-            "precision": state.precision, "model_config": state.config.to_dict(),
-            "options": dataclasses.asdict(state.options),
-            "G": common.unwrap(state.G).state_dict(), "G_ema": state.ema.model.state_dict(),
-            "D": common.unwrap(state.D).state_dict(),
-            "opt_g": state.opt_g.state_dict(), "opt_d": state.opt_d.state_dict()}
-
-
-def restore(state: InpaintState, saved: dict) -> None:
-    common.unwrap(state.G).load_state_dict(saved["G"])
-    state.ema.model.load_state_dict(saved["G_ema"])
-    common.unwrap(state.D).load_state_dict(saved["D"])
-    state.opt_g.load_state_dict(saved["opt_g"])
-    state.opt_d.load_state_dict(saved["opt_d"])
-    state.step, state.wall_time = int(saved["step"]), float(saved["wall_time"])
+    return common.GanRun("inpaint", common.wrap_ddp(G, world, device), common.wrap_ddp(D, world, device), ema,
+                         opt_g, opt_d, config, options, options.precision)
 
 
 def random_crop(photo: torch.Tensor, crop: int, rng: torch.Generator) -> torch.Tensor:
@@ -147,7 +115,7 @@ def reconstruction_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.
     return ((output - target).abs() * weight).mean()
 
 
-def train_step(state: InpaintState, photos: list[torch.Tensor], device: torch.device, world: common.World) -> dict:
+def train_step(state: common.GanRun, photos: list[torch.Tensor], device: torch.device, world: common.World) -> dict:
     options, t = state.options, state.step
     part = common.local_slice(world, options.batch_size)
     torch.manual_seed(common.step_seed(options.seed, t, stream=1))
@@ -201,7 +169,7 @@ def sample_strip(generator: InpaintGenerator, photos: list[torch.Tensor], crop: 
 
 
 def train(options: InpaintOptions, config: InpaintConfig, run_dir: Path, *, device: torch.device,
-          resume: Optional[dict] = None, on_event: Callable[[str, dict], None] = lambda kind, info: None) -> InpaintState:
+          resume: Optional[dict] = None, on_event: Callable[[str, dict], None] = lambda kind, info: None) -> common.GanRun:
     world = common.init_distributed(device)
     held_out = holdout_list()
     photos = list(load_photos(options.data, exclude=tuple(held_out)).values())
@@ -210,17 +178,12 @@ def train(options: InpaintOptions, config: InpaintConfig, run_dir: Path, *, devi
         config = InpaintConfig.from_dict(resume["model_config"])
     state = build_state(config, options, device, world)
     if resume is not None:
-        restore(state, resume)
-        state.precision = resume["precision"]
+        state.restore(resume)
     run_dir = Path(run_dir)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     on_event("start", {"step": state.step, "steps": options.steps, "precision": state.precision,
                        "world": world.size, "images": len(photos)})
-
-    def save() -> None:
-        if world.is_main:
-            common.atomic_save(state_dict(state), run_dir / common.CHECKPOINT_NAME)
 
     def sample() -> str:
         strip = sample_strip(copy.deepcopy(state.ema.model).cpu(), preview, options.crop)
@@ -229,7 +192,7 @@ def train(options: InpaintOptions, config: InpaintConfig, run_dir: Path, *, devi
     common.run_loop(state, lambda: train_step(state, photos, device, world), steps=options.steps,
                     log_every=options.log_every, sample_every=options.sample_every,
                     checkpoint_minutes=options.checkpoint_minutes, images_per_step=options.batch_size,
-                    run_dir=run_dir, world=world, save_fn=save, sample_fn=sample, on_event=on_event)
+                    run_dir=run_dir, world=world, save_fn=lambda: state.save(run_dir, world), sample_fn=sample, on_event=on_event)
     return state
 
 
