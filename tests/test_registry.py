@@ -1,0 +1,62 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from annorm_cli import weights
+from annorm_cli.cli.app import app
+from annorm_cli.cli.errors import run_guarded
+from annorm_cli.models import Generator
+from helpers import TINY
+
+
+@pytest.mark.parametrize("name", sorted(weights.REGISTRY))
+def test_every_shipped_model_loads_checks_out_and_runs(name):
+    entry = weights.REGISTRY[name]
+    path = weights.weights_dir() / entry.file
+    if not path.exists():
+        pytest.skip(f"{entry.file} is not shipped yet")
+    model, card = weights.load(name, task=entry.task)
+    assert card["sha256"] == weights.sha256_of(path)
+    if entry.task == "class-conditional":
+        from annorm_cli.pipelines import generate_images
+        images = generate_images(model, [0, 1], [0, 1])
+        assert images.shape == (2, 32, 32, 3) and images.std() > 5
+        assert len(card["classes"]) == model.config.n_classes
+    else:
+        from annorm_cli.masks import random_mask
+        from annorm_cli.pipelines import inpaint_array
+        image = np.random.default_rng(0).integers(0, 256, (45, 61, 3), dtype=np.uint8)
+        mask = random_mask(45, 61, 0, (0.2, 0.3))
+        out = inpaint_array(model, image, mask)
+        assert np.array_equal(out[~mask], image[~mask])
+    assert "metrics" in card and "train_command" in card
+
+
+def test_models_table_reports_sha_status(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ANNORM_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "200")
+    config = type(TINY)(**{**TINY.to_dict(), "class_names": ("cat", "dog")})
+    weights.save(Generator(config), "ClassConditionalGenerator", config.to_dict(), tmp_path / "cifar10-an.safetensors",
+                 {"task": "class-conditional", "classes": ["cat", "dog"],
+                  "metrics": {"fid_10k": {"value": 42.5}}})
+    assert run_guarded(app, ["models"]) == 0
+    out = capsys.readouterr().out
+    assert "cifar10-an" in out and "ok" in out and "fid_10k 42.50" in out and "missing" in out
+    blob = bytearray((tmp_path / "cifar10-an.safetensors").read_bytes())
+    blob[-1] ^= 1
+    (tmp_path / "cifar10-an.safetensors").write_bytes(bytes(blob))
+    assert run_guarded(app, ["models"]) == 0
+    assert "MISMATCH" in capsys.readouterr().out
+
+
+def test_bench_helpers():
+    from annorm_cli import bench
+    rows = [{"resolution": r, "train_ms": 3.0 * r ** 2} for r in (64, 128, 256)]
+    assert bench.loglog_slope(rows) == pytest.approx(1.0)
+    rows = [{"resolution": r, "train_ms": (r ** 2) ** 2} for r in (64, 128)] + [{"resolution": 256, "skipped": "x"}]
+    assert bench.loglog_slope(rows) == pytest.approx(2.0)
+    cell = bench.run_cell(bench.LayerBenchConfig(channels=8, entities=4, threads=1), "an-fast", 16)
+    assert cell["train_ms"] > 0 and cell["forward_ms"] > 0
+    assert "skipped" in bench.run_cell(bench.LayerBenchConfig(max_bytes=1e6), "self-attention", 512)
