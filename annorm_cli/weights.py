@@ -19,7 +19,7 @@ from annorm_cli.files import atomic_open
 class ModelEntry:
     """A shipped model: its weights file and JSON card live in the weights folder."""
     name: str
-    task: str            # "class-conditional" | "inpaint"
+    task: str            # "class-conditional" | "inpaint" | "classifier"
     file: str            # e.g. "cifar10-an.safetensors"; the card is the same stem + ".json"
     description: str
 
@@ -33,8 +33,10 @@ REGISTRY: dict[str, ModelEntry] = {
                              "CIFAR-10 32x32 class-conditional GAN with an AN layer at 16x16 (EMA generator)."),
     "scenes-inpaint-an": ModelEntry("scenes-inpaint-an", "inpaint", "scenes-inpaint-an.safetensors",
                                     "Photo inpainting, coarse-to-fine with AN at 1/4 resolution, any size."),
+    "cifar10-classifier": ModelEntry("cifar10-classifier", "classifier", "cifar10-classifier.safetensors",
+                                     "Small CIFAR-10 ResNet that scores generated samples (class accuracy)."),
 }
-DEFAULT_MODEL = {"class-conditional": "cifar10-an", "inpaint": "scenes-inpaint-an"}
+DEFAULT_MODEL = {"class-conditional": "cifar10-an", "inpaint": "scenes-inpaint-an", "classifier": "cifar10-classifier"}
 
 
 def weights_dir() -> Path:
@@ -116,6 +118,9 @@ def build_model(card: dict, state: dict[str, torch.Tensor]) -> torch.nn.Module:
     if card["architecture"] == "ClassConditionalGenerator":
         from annorm_cli.models.class_conditional import ClassConditionalConfig, Generator
         model = Generator(ClassConditionalConfig.from_dict(card["config"]))
+    elif card["architecture"] == "Classifier":
+        from annorm_cli.models.classifier import Classifier, ClassifierConfig
+        model = Classifier(ClassifierConfig.from_dict(card["config"]))
     elif card["architecture"] == "InpaintGenerator":
         from annorm_cli.models.inpainting import InpaintConfig, InpaintGenerator
         model = InpaintGenerator(InpaintConfig.from_dict(card["config"]))

@@ -33,3 +33,21 @@ def test_fid_from_samples_converges_to_the_population_value():
     y = rng.normal(0.5, 2.0, size=(20000, 3))
     expected = 3 * 0.5 ** 2 + 3 * (1 - 2) ** 2
     assert frechet_distance(*statistics(x), *statistics(y)) == pytest.approx(expected, rel=0.05)
+
+
+def test_per_class_reference_is_computed_once_and_cached(tmp_path, monkeypatch):
+    import torch
+    from torch import nn
+
+    from annorm_cli.evaluate import fid
+    from helpers import tiny_image_folder
+    monkeypatch.setenv("ANNORM_CACHE", str(tmp_path / "cache"))
+    root = tiny_image_folder(tmp_path / "data")
+    (root / "train").rename(root / "test")
+    network = torch.jit.script(nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten()))     # 12 features
+    first = fid.per_class_reference(root, network)
+    assert sorted(first) == [0, 1] and first[0][0].shape == (12,) and first[0][1].shape == (12, 12)
+    calls = []
+    monkeypatch.setattr(fid, "inception_features", lambda *a, **k: calls.append(1))
+    again = fid.per_class_reference(root, network)
+    assert not calls and np.array_equal(again[1][1], first[1][1])

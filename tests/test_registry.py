@@ -1,8 +1,6 @@
-import json
 
 import numpy as np
 import pytest
-import torch
 
 from annorm_cli import weights
 from annorm_cli.cli.app import app

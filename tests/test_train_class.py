@@ -93,3 +93,28 @@ def test_two_process_ddp_equals_single_process(data_dir, tmp_path):
         diffs = torch.cat([(one[part][k] - two[part][k]).abs().flatten() for k in one[part]])
         assert diffs.max() <= 2 * 4e-4 * 2
         assert (diffs > 1e-4).float().mean() < 0.01, part
+
+
+def test_classifier_trains_resumes_and_exports(data_dir, tmp_path):
+    from annorm_cli import weights
+    from annorm_cli.train import classifier
+
+    def options(steps):
+        return classifier.ClassifierOptions(data=str(data_dir), steps=steps, batch_size=8, lr=0.05, log_every=1)
+    import signal
+
+    def interrupt_at_two(kind, info):   # Ctrl-C after step 2: the loop checkpoints and stops
+        if kind == "log" and info["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    classifier.train(options(4), tmp_path / "straight")
+    classifier.train(options(4), tmp_path / "split", on_event=interrupt_at_two)
+    assert load_checkpoint(tmp_path / "split")["step"] == 2
+    classifier.train(options(4), tmp_path / "split", resume=load_checkpoint(tmp_path / "split"))
+    a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "split")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    from annorm_cli.train.data import load_labelled_images
+    data = load_labelled_images(data_dir, "train")
+    card = classifier.export_classifier(a, tmp_path / "c.safetensors", {}, data)
+    model, _ = weights.load(weights=tmp_path / "c.safetensors", task="classifier")
+    assert card["metrics"]["test_accuracy"]["value"] == classifier.accuracy(model, data.images, data.labels)

@@ -160,6 +160,36 @@ def train_inpaint(
     trainer.train(options, config, out, device=resolve_device(device), resume=saved, on_event=reporter)
 
 
+@app.command("classifier")
+def train_classifier(
+    out: Path = typer.Option(..., "--out", help="Run folder."),
+    data: Path = typer.Option(Path("../shared/data/cifar10-jpeg.tar.gz"), help="ImageFolder tree or tar (split train/)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue from a run folder or checkpoint."),
+    steps: int = typer.Option(8000, help="Total steps (cosine learning rate to 0 there)."),
+    batch_size: int = typer.Option(128, help="Batch size."),
+    lr: float = typer.Option(0.1, help="Peak SGD learning rate."),
+    seed: int = typer.Option(0, help="Run seed."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    """Train the small CIFAR-10 classifier that scores generated samples (class accuracy).
+
+    Example: annorm train classifier --out ~/runs/classifier && annorm train export ~/runs/classifier --out weights/cifar10-classifier.safetensors
+    """
+    if min(steps, batch_size) < 1 or lr <= 0:
+        raise fail("--steps and --batch-size must be positive integers and --lr positive.")
+    import torch
+
+    from annorm_cli.train import classifier as trainer
+    from annorm_cli.train.common import load_checkpoint
+
+    if threads:
+        torch.set_num_threads(threads)
+    saved = load_checkpoint(resume) if resume else None
+    options = trainer.ClassifierOptions(data=str(data), steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    trainer.train(options, out, resume=saved, on_event=_Reporter(quiet, True))
+
+
 @app.command("export")
 def export(
     checkpoint: Path = typer.Argument(..., help="Run folder or checkpoint file."),
@@ -176,10 +206,16 @@ def export(
         raise fail("--out must end in .safetensors.")
     if out.exists() and not overwrite:
         raise fail(f"'{out}' already exists; pass --overwrite to replace it.")
-    from annorm_cli.train import class_conditional, inpainting
+    from annorm_cli.train import class_conditional, classifier, inpainting
     from annorm_cli.train.common import load_checkpoint
+    from annorm_cli.train.data import load_labelled_images
 
     saved = load_checkpoint(checkpoint)
-    trainer = inpainting if saved["task"] == "inpaint" else class_conditional
-    card = trainer.export_generator(saved, out, {"train_command": command, "hardware": hardware})
+    info = {"train_command": command, "hardware": hardware}
+    if saved["task"] == "classifier":
+        test = load_labelled_images(saved["options"]["data"], "test")
+        card = classifier.export_classifier(saved, out, info, test)
+    else:
+        trainer = inpainting if saved["task"] == "inpaint" else class_conditional
+        card = trainer.export_generator(saved, out, info)
     typer.echo(f"wrote {out} (sha256 {card['sha256'][:16]}..., step {card['steps']})", err=True)

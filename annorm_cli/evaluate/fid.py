@@ -76,3 +76,29 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 def load_reference(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     with np.load(path) as data:
         return data["mu"], data["sig"]
+
+
+def per_class_reference(data: str | Path, network: torch.jit.ScriptModule, *, split: str = "test",
+                        batch_size: int = 50) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per-class (mu, sigma) of a split, computed once and cached under annorm's cache folder
+    (keyed by the data file's path, size and mtime): the references of intra-FID."""
+    import hashlib
+
+    from annorm_cli.files import atomic_open
+    from annorm_cli.train.data import cache_dir, load_labelled_images
+    stat = Path(data).stat()
+    key = hashlib.sha256(f"{Path(data).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{split}|{NETWORK_FILE}".encode())
+    cached = cache_dir() / "fid" / f"per-class-{key.hexdigest()[:16]}.npz"
+    if not cached.is_file():
+        images = load_labelled_images(data, split)
+        features = inception_features(images.images, network, batch_size=batch_size)
+        arrays = {}
+        for c in range(len(images.class_names)):
+            mu, sigma = statistics(features[(images.labels == c).numpy()])
+            arrays[f"mu{c}"], arrays[f"sig{c}"] = mu, sigma
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(cached) as handle:
+            np.savez(handle, **arrays)
+    with np.load(cached) as loaded:
+        classes = sorted(int(k[2:]) for k in loaded.files if k.startswith("mu"))
+        return {c: (loaded[f"mu{c}"], loaded[f"sig{c}"]) for c in classes}
