@@ -190,19 +190,26 @@ def sample_sheet(generator: Generator, config: ClassConditionalConfig, *, per_cl
 # ----------------------------------------------------------------------------- the loop
 def choose_precision(state: RunState, data: LabelledImages, device: torch.device,
                      world: common.World) -> tuple[str, dict[str, float]]:
-    """Time a few steps in fp32 and bf16 on throw-away copies of the models; keep the faster."""
+    """Time a few steps in fp32 and bf16 on throw-away copies of the models; keep the faster
+    (under torchrun every process takes rank 0's choice)."""
     import copy
-    probe = copy.copy(state)
 
     def one(precision: str) -> None:
-        probe.G, probe.D = copy.deepcopy(state.G), copy.deepcopy(state.D)
+        probe = copy.copy(state)
+        probe.G, probe.D = copy.deepcopy(common.unwrap(state.G)), copy.deepcopy(common.unwrap(state.D))
         probe.ema = copy.deepcopy(state.ema)
         probe.opt_g = torch.optim.Adam(probe.G.parameters(), 1e-12)
         probe.opt_d = torch.optim.Adam(probe.D.parameters(), 1e-12)
-        probe.precision, probe.step = precision, state.step
+        probe.precision = precision
         train_step(probe, data, device, world)
 
-    return common.probe_precision(one, repeats=2)
+    chosen, timings = common.probe_precision(one, repeats=2)
+    if world.size > 1:
+        import torch.distributed as dist
+        shared = [chosen]
+        dist.broadcast_object_list(shared, src=0)
+        chosen = shared[0]
+    return chosen, timings
 
 
 def train(options: TrainOptions, model_config: ClassConditionalConfig, run_dir: Path, *,
