@@ -157,3 +157,11 @@ def save(model: torch.nn.Module, architecture: str, config: dict, path: Path, ca
     with atomic_open(path.with_suffix(".json")) as handle:
         handle.write((json.dumps(full, indent=2) + "\n").encode())
     return full
+
+
+def record_metrics(card_path: Path, metrics: dict) -> None:
+    """Merge measured metrics into a model card (the weights and their sha256 are untouched)."""
+    card = read_card(card_path)
+    card.setdefault("metrics", {}).update(metrics)
+    with atomic_open(card_path) as handle:
+        handle.write((json.dumps(card, indent=2) + "\n").encode())

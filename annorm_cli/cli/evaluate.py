@@ -32,6 +32,7 @@ def fid(
                                                                                     "gives the per-class references."),
     classifier: Optional[str] = typer.Option("cifar10-classifier", help="Registry name or .safetensors of the "
                                                                          "classifier for class accuracy ('' to skip)."),
+    record: bool = typer.Option(False, help="Write the result into the model's card (metrics), with this command."),
 ) -> None:
     """FID against the CIFAR-10 test statistics (TF-Inception, bilinear resize to 299).
 
@@ -101,6 +102,18 @@ def fid(
             result["classifier"] = {"sha256": scorer_card["sha256"], **scorer_card.get("metrics", {})}
             typer.echo(f"class accuracy {result['class_accuracy']:.3f} (classifier {scorer_card['sha256'][:12]})")
     result["seconds"] = round(time.time() - started, 1)
+    if record and real is None:
+        import sys
+        path, card_path = weight_files.resolve(model, weights)
+        command = "annorm " + " ".join(sys.argv[1:])
+        entries = {f"fid_{len(images)}": {"value": score, "samples": len(images), "protocol": result["protocol"],
+                                          "reference": str(reference), "command": command}}
+        if "intra_fid" in result:
+            entries["intra_fid"] = {"value": result["intra_fid"], "per_class": per_class, "command": command}
+        if "class_accuracy" in result:
+            entries["class_accuracy"] = {"value": result["class_accuracy"], "classifier": result["classifier"],
+                                         "command": command}
+        weight_files.record_metrics(card_path, entries)
     if json_out:
         json_out.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -114,6 +127,7 @@ def inpaint(
     compare_out: Optional[Path] = typer.Option(None, help="Write a comparison picture (input, mask, Telea, NS, annorm, truth) here."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the tables as JSON here."),
+    record: bool = typer.Option(False, help="Write the tables into the model's card (metrics), with this command."),
 ) -> None:
     """PSNR / L1 in the hole and SSIM for annorm vs OpenCV Telea and Navier-Stokes, per hole-size bucket.
 
@@ -171,3 +185,9 @@ def inpaint(
     if json_out:
         json_out.write_text(json.dumps({"model_sha256": card["sha256"], "photos": list(loaded), "buckets": summary},
                                        indent=2) + "\n")
+    if record:
+        import sys
+        _, card_path = weight_files.resolve(model, weights, task="inpaint")
+        weight_files.record_metrics(card_path, {"inpaint_eval": {
+            "photos": "held-out list" if photos is None else str(photos), "n_photos": len(loaded),
+            "buckets": summary, "protocol": "annorm_cli/evaluate/inpainting.py", "command": "annorm " + " ".join(sys.argv[1:])}})
