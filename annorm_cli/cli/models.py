@@ -4,6 +4,15 @@ from __future__ import annotations
 import typer
 
 
+def _metric_text(name: str, value) -> str:
+    if isinstance(value, dict) and "value" in value:
+        return f"{name} {value['value']:.2f}"
+    if isinstance(value, dict) and "buckets" in value:   # inpainting: PSNR in the hole per bucket
+        psnr = "/".join(f"{b['annorm']['psnr']:.1f}" for b in value["buckets"].values())
+        return f"hole PSNR {psnr} dB ({'/'.join(value['buckets'])})"
+    return f"{name} {value}"
+
+
 def models_command(verify: bool = typer.Option(True, "--verify/--no-verify", help="Check every file's sha256.")) -> None:
     """List the shipped models: name, task, classes, resolution, size, metrics, sha256 status."""
     from rich.console import Console
@@ -21,8 +30,7 @@ def models_command(verify: bool = typer.Option(True, "--verify/--no-verify", hel
             continue
         card = weights.read_card(card_path)
         status = ("ok" if weights.sha256_of(path) == card["sha256"] else "MISMATCH") if verify else "not checked"
-        metrics = ", ".join(f"{k} {v['value']:.2f}" if isinstance(v, dict) else f"{k} {v}"
-                            for k, v in card.get("metrics", {}).items())
+        metrics = ", ".join(_metric_text(k, v) for k, v in card.get("metrics", {}).items())
         resolution = card["config"].get("resolution", "any")
         table.add_row(entry.name, entry.task, str(len(card.get("classes", [])) or "-"), f"{resolution}",
                       f"{path.stat().st_size / 2 ** 20:.1f} MiB", metrics or "-", status)
