@@ -118,3 +118,12 @@ def test_classifier_trains_resumes_and_exports(data_dir, tmp_path):
     card = classifier.export_classifier(a, tmp_path / "c.safetensors", {}, data)
     model, _ = weights.load(weights=tmp_path / "c.safetensors", task="classifier")
     assert card["metrics"]["test_accuracy"]["value"] == classifier.accuracy(model, data.images, data.labels)
+
+
+def test_resume_takes_optimisation_settings_from_the_checkpoint(data_dir, tmp_path):
+    trainer.train(_options(data_dir, 4, lr_g=3e-4), TINY, tmp_path / "straight", device=torch.device("cpu"))
+    trainer.train(_options(data_dir, 2, lr_g=3e-4), TINY, tmp_path / "split", device=torch.device("cpu"))
+    resumed = trainer.train(_options(data_dir, 4), TINY, tmp_path / "split", device=torch.device("cpu"),
+                            resume=load_checkpoint(tmp_path / "split"))   # default lr_g given: ignored
+    assert resumed.options.lr_g == 3e-4 and resumed.options.steps == 4
+    _assert_same_models(load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "split"))

@@ -44,6 +44,9 @@ class _Reporter:
         elif kind == "start":
             self.console.print(f"training from step {info['step']} to {info['steps']} on {info['images']} images, "
                                f"{info['world']} process(es), {info['precision']}")
+            if info["step"] > 0:
+                self.console.print("resumed: the optimisation settings come from the checkpoint; --steps, --data, "
+                                   "--sample-every and --checkpoint-minutes from this command")
         elif kind in ("checkpoint", "samples", "stop"):
             self.console.print(f"{kind}: {info}")
 

@@ -49,7 +49,7 @@ class TrainOptions:
 
 # ----------------------------------------------------------------------------- augmentation
 def diff_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """DiffAugment (Zhao et al., 2020) colour + translation (1/8) + cutout (1/2), differentiable,
+    """DiffAugment (Zhao et al., 2020) colour + translation (up to 1/8, edges replicated) + cutout (1/2), differentiable,
     applied the same way to real and fake images; randomness from `generator`."""
     B = images.shape[0]
     rand = lambda *shape: torch.rand(*shape, generator=generator).to(images.device)  # noqa: E731
@@ -218,9 +218,10 @@ def train(options: TrainOptions, model_config: ClassConditionalConfig, run_dir: 
     """Train (or continue) a run in `run_dir`. Events for the caller's progress display:
     ("start", {...}), ("log", {...}), ("checkpoint", {...}), ("samples", {...}), ("stop", {...})."""
     world = common.init_distributed(device)
-    data = load_labelled_images(options.data, options.split)
     if resume is not None:
+        options = common.resumed_options(resume, options)
         model_config = ClassConditionalConfig.from_dict(resume["model_config"])
+    data = load_labelled_images(options.data, options.split)
     model_config = dataclasses.replace(model_config, class_names=data.class_names,
                                        n_classes=len(data.class_names))
     state = build_state(model_config, options, device, world)

@@ -88,6 +88,8 @@ def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batc
 
 def train(options: ClassifierOptions, run_dir: Path, *, resume: Optional[dict] = None,
           on_event: Callable[[str, dict], None] = lambda kind, info: None) -> ClassifierRun:
+    if resume is not None:
+        options = common.resumed_options(resume, options)
     data = load_labelled_images(options.data, "train")
     torch.manual_seed(options.seed)
     model = Classifier(ClassifierConfig(n_classes=len(data.class_names), class_names=data.class_names))

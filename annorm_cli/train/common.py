@@ -91,6 +91,18 @@ def epoch_batches(n_items: int, batch: int, seed: int, batch_index: int) -> torc
     return order[position * batch:(position + 1) * batch]
 
 
+RUN_CONTROLS = ("data", "steps", "sample_every", "checkpoint_minutes", "log_every")
+
+
+def resumed_options(saved: dict, given):
+    """The options of a resumed run: everything that shapes the optimisation comes from the
+    checkpoint (so the run continues as it would have); only where the data lies, how far to
+    train and how often to log, sample and checkpoint come from `given`."""
+    saved_options = type(given)(**saved["options"])
+    return dataclasses.replace(saved_options, **{k: getattr(given, k) for k in RUN_CONTROLS
+                                                 if hasattr(given, k)})
+
+
 # ----------------------------------------------------------------------------- precision
 def autocast(device: torch.device, precision: str):
     """Autocast context for "bf16", a no-op for "fp32" (AN keeps its statistics in float32 either way)."""
