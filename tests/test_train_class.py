@@ -127,3 +127,12 @@ def test_resume_takes_optimisation_settings_from_the_checkpoint(data_dir, tmp_pa
                             resume=load_checkpoint(tmp_path / "split"))   # default lr_g given: ignored
     assert resumed.options.lr_g == 3e-4 and resumed.options.steps == 4
     _assert_same_models(load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "split"))
+
+
+def test_typed_options_override_a_resumed_checkpoint(data_dir, tmp_path):
+    trainer.train(_options(data_dir, 2, lr_g=3e-4), TINY, tmp_path / "run", device=torch.device("cpu"))
+    resumed = trainer.train(_options(data_dir, 3, lr_g=5e-5, lr_d=1e-3), TINY, tmp_path / "run",
+                            device=torch.device("cpu"), resume=load_checkpoint(tmp_path / "run"),
+                            overrides=frozenset({"lr_g"}))
+    assert resumed.options.lr_g == 5e-5 and resumed.options.lr_d == 4e-4 and resumed.step == 3
+    assert load_checkpoint(tmp_path / "run")["options"]["lr_g"] == 5e-5

@@ -12,6 +12,12 @@ from annorm_cli.cli.errors import fail
 app = typer.Typer(no_args_is_help=True, help="Train your own AN generators (resumable; torchrun for several processes).")
 
 
+def _typed_options(ctx: typer.Context) -> frozenset[str]:
+    """The options the user typed on this command line (they override a resumed checkpoint's)."""
+    from click.core import ParameterSource
+    return frozenset(name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE)
+
+
 def _channels(text: str, option: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(","))
@@ -45,14 +51,15 @@ class _Reporter:
             self.console.print(f"training from step {info['step']} to {info['steps']} on {info['images']} images, "
                                f"{info['world']} process(es), {info['precision']}")
             if info["step"] > 0:
-                self.console.print("resumed: the optimisation settings come from the checkpoint; --steps, --data, "
-                                   "--sample-every and --checkpoint-minutes from this command")
+                self.console.print("resumed: settings typed on this command override the checkpoint's; "
+                                   "the rest come from the checkpoint")
         elif kind in ("checkpoint", "samples", "stop"):
             self.console.print(f"{kind}: {info}")
 
 
 @app.command("class")
 def train_class(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Run folder (checkpoint, log.jsonl, sample grids). Keep it outside the repo."),
     data: Path = typer.Option(Path("../shared/data/cifar10-jpeg.tar.gz"), help="ImageFolder tree or a tar(.gz) of one."),
     split: str = typer.Option("train", help="Sub-folder of the tree to train on."),
@@ -109,11 +116,13 @@ def train_class(
     model_config = ClassConditionalConfig(attention=attention, g_channels=_channels(g_channels, "--g-channels"),
                                           d_channels=_channels(d_channels, "--d-channels"), n_entities=entities)
     reporter = _Reporter(quiet, local_rank == 0 and int(os.environ.get("RANK", "0")) == 0)
-    trainer.train(options, model_config, out, device=resolved, resume=saved, on_event=reporter)
+    trainer.train(options, model_config, out, device=resolved, resume=saved, overrides=_typed_options(ctx),
+                  on_event=reporter)
 
 
 @app.command("inpaint")
 def train_inpaint(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Run folder (checkpoint, log.jsonl, sample strips). Keep it outside the repo."),
     data: Path = typer.Option(Path("../shared/data/scenes"), help="Folder of photos (searched recursively); the held-out list is excluded."),
     resume: Optional[Path] = typer.Option(None, help="Continue from a run folder or checkpoint (e.g. weights/scenes-inpaint-an.train.pt)."),
@@ -160,7 +169,8 @@ def train_inpaint(
                                      sample_every=sample_every, checkpoint_minutes=checkpoint_minutes)
     config = InpaintConfig(channels=channels, attention=attention)
     reporter = _Reporter(quiet, int(os.environ.get("RANK", "0")) == 0)
-    trainer.train(options, config, out, device=resolve_device(device), resume=saved, on_event=reporter)
+    trainer.train(options, config, out, device=resolve_device(device), resume=saved, overrides=_typed_options(ctx),
+                  on_event=reporter)
 
 
 @app.command("classifier")

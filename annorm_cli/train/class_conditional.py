@@ -213,13 +213,13 @@ def choose_precision(state: RunState, data: LabelledImages, device: torch.device
 
 
 def train(options: TrainOptions, model_config: ClassConditionalConfig, run_dir: Path, *,
-          device: torch.device, resume: Optional[dict] = None,
+          device: torch.device, resume: Optional[dict] = None, overrides: frozenset[str] = frozenset(),
           on_event: Callable[[str, dict], None] = lambda kind, info: None) -> RunState:
     """Train (or continue) a run in `run_dir`. Events for the caller's progress display:
     ("start", {...}), ("log", {...}), ("checkpoint", {...}), ("samples", {...}), ("stop", {...})."""
     world = common.init_distributed(device)
     if resume is not None:
-        options = common.resumed_options(resume, options)
+        options = common.resumed_options(resume, options, overrides)
         model_config = ClassConditionalConfig.from_dict(resume["model_config"])
     data = load_labelled_images(options.data, options.split)
     model_config = dataclasses.replace(model_config, class_names=data.class_names,

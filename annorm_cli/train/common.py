@@ -94,13 +94,14 @@ def epoch_batches(n_items: int, batch: int, seed: int, batch_index: int) -> torc
 RUN_CONTROLS = ("data", "steps", "sample_every", "checkpoint_minutes", "log_every")
 
 
-def resumed_options(saved: dict, given):
+def resumed_options(saved: dict, given, overrides: frozenset[str] = frozenset()):
     """The options of a resumed run: everything that shapes the optimisation comes from the
-    checkpoint (so the run continues as it would have); only where the data lies, how far to
-    train and how often to log, sample and checkpoint come from `given`."""
+    checkpoint (so the run continues as it would have), except the fields named in `overrides`
+    (what the user typed on the resume command); where the data lies, how far to train and how
+    often to log, sample and checkpoint always come from `given`."""
     saved_options = type(given)(**saved["options"])
-    return dataclasses.replace(saved_options, **{k: getattr(given, k) for k in RUN_CONTROLS
-                                                 if hasattr(given, k)})
+    keep = (set(RUN_CONTROLS) | set(overrides)) & {f.name for f in dataclasses.fields(given)}
+    return dataclasses.replace(saved_options, **{k: getattr(given, k) for k in keep})
 
 
 # ----------------------------------------------------------------------------- precision

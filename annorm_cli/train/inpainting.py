@@ -169,10 +169,11 @@ def sample_strip(generator: InpaintGenerator, photos: list[torch.Tensor], crop: 
 
 
 def train(options: InpaintOptions, config: InpaintConfig, run_dir: Path, *, device: torch.device,
-          resume: Optional[dict] = None, on_event: Callable[[str, dict], None] = lambda kind, info: None) -> common.GanRun:
+          resume: Optional[dict] = None, overrides: frozenset[str] = frozenset(),
+          on_event: Callable[[str, dict], None] = lambda kind, info: None) -> common.GanRun:
     world = common.init_distributed(device)
     if resume is not None:
-        options = common.resumed_options(resume, options)
+        options = common.resumed_options(resume, options, overrides)
     held_out = holdout_list()
     photos = list(load_photos(options.data, exclude=tuple(held_out)).values())
     preview = list(load_photos(options.data, held_out[:4]).values())
