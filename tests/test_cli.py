@@ -246,3 +246,23 @@ def test_interpolation_strip_and_gif(tiny_weights, tmp_path, capsys):
     code, _, err = annorm(capsys, "generate", "--weights", tiny_weights, "--seed", "0-5", "--interpolate", "3",
                           "--out", tmp_path / "bad")
     assert code == 2 and "two seeds and one --class" in err
+
+
+@pytest.mark.parametrize("args", [["generate", "--no-such-option"], ["generate", "--num", "many"], ["frobnicate"]])
+def test_usage_errors_exit_2_without_traceback(capsys, args):
+    code, out, err = annorm(capsys, *args)
+    assert code == 2 and "Traceback" not in out + err and ("No such" in err or "Invalid value" in err)
+
+
+def test_options_typed_on_the_command_line_are_detected():
+    from annorm_cli.cli.train import _typed_options
+    import typer as typer_module
+    seen = {}
+    probe = typer_module.Typer()
+
+    @probe.command()
+    def run(ctx: typer_module.Context, a: int = 1, b: int = 2) -> None:
+        seen["typed"] = _typed_options(ctx)
+
+    CliRunner().invoke(probe, ["--b", "5"])
+    assert seen["typed"] == frozenset({"b"})

@@ -25,9 +25,9 @@ def run_guarded(app: typer.Typer, args: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("annorm: interrupted.", err=True)
         return 130
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # click's usage errors (typer vendors click from 0.2x on, so match by shape, not class)
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             return exc.exit_code
         raise

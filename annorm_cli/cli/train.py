@@ -14,8 +14,8 @@ app = typer.Typer(no_args_is_help=True, help="Train your own AN generators (resu
 
 def _typed_options(ctx: typer.Context) -> frozenset[str]:
     """The options the user typed on this command line (they override a resumed checkpoint's)."""
-    from click.core import ParameterSource
-    return frozenset(name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE)
+    typed = (name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE")
+    return frozenset(typed)
 
 
 def _channels(text: str, option: str) -> tuple[int, ...]:
