@@ -266,3 +266,15 @@ def test_options_typed_on_the_command_line_are_detected():
 
     CliRunner().invoke(probe, ["--b", "5"])
     assert seen["typed"] == frozenset({"b"})
+
+
+def test_python_api_matches_the_cli(tiny_weights, tmp_path, capsys):
+    import annorm_cli
+    result = annorm_cli.generate(classes=["dog", 0], seeds=range(3), weights=str(tiny_weights), device="cpu")
+    assert result.images.shape == (6, 32, 32, 3) and result.class_names == ["dog"] * 3 + ["cat"] * 3
+    assert annorm(capsys, "generate", "--weights", tiny_weights, "-c", "dog", "--seed", "0-2", "--out", tmp_path,
+                  "-q", "--no-grid")[0] == 0
+    assert (np.asarray(Image.open(tmp_path / "dog-seed0001.png")) == result.images[1]).all()
+    lay = annorm_cli.layouts(class_name="dog", seed=1, weights=str(tiny_weights))
+    assert (lay.image == result.images[1]).all()
+    np.testing.assert_allclose(lay.layouts["attention.attention"].sum(0), 1.0, rtol=1e-5)
