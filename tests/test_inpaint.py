@@ -167,3 +167,15 @@ def test_mask_conventions_and_dilation(tmp_path):
     assert read_mask(tmp_path / "g.png", (10, 10)).sum() == 1
     assert read_mask(tmp_path / "g.png", (10, 10), dilate=1).sum() == 9
     assert read_mask(tmp_path / "g.png", (20, 20)).sum() == 4   # same aspect ratio: resized
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    from annorm_cli.images import read_image
+    pixels = np.zeros((20, 30, 3), np.uint8)
+    pixels[:, :5] = 255                                  # a white band on the stored image's left
+    exif = Image.Exif()
+    exif[0x0112] = 6                                     # "rotate 90 CW to display"
+    Image.fromarray(pixels).save(tmp_path / "p.jpg", exif=exif, quality=100)
+    shown = read_image(tmp_path / "p.jpg")
+    assert shown.shape == (30, 20, 3)                    # displayed upright: portrait
+    assert shown[:5].mean() > 200 and shown[-5:].mean() < 50   # the band is now on top
