@@ -209,6 +209,7 @@ def export(
     out: Path = typer.Option(..., "--out", help="Weights file to write (.safetensors); its JSON card goes beside it."),
     command: str = typer.Option("", help="The training command, recorded in the card."),
     hardware: str = typer.Option("", help="Where it trained, recorded in the card."),
+    note: str = typer.Option("", help="Design notes for the card (what was chosen and why)."),
     overwrite: bool = typer.Option(False, help="Replace an existing weights file."),
 ) -> None:
     """Export a checkpoint's EMA generator (standing BN statistics) as safetensors + JSON card.
@@ -224,7 +225,7 @@ def export(
     from annorm_cli.train.data import load_labelled_images
 
     saved = load_checkpoint(checkpoint)
-    info = {"train_command": command, "hardware": hardware}
+    info = {"train_command": command, "hardware": hardware, "notes": note}
     if saved["task"] == "classifier":
         test = load_labelled_images(saved["options"]["data"], "test")
         card = classifier.export_classifier(saved, out, info, test)
