@@ -179,3 +179,25 @@ def test_exif_orientation_is_honoured(tmp_path):
     shown = read_image(tmp_path / "p.jpg")
     assert shown.shape == (30, 20, 3)                    # displayed upright: portrait
     assert shown[:5].mean() > 200 and shown[-5:].mean() < 50   # the band is now on top
+
+
+def test_inpaint_training_resumes_exactly(tmp_path, monkeypatch):
+    from annorm_cli.train import inpainting as trainer
+    from annorm_cli.train.common import load_checkpoint
+    from helpers import tiny_image_folder
+    data = tiny_image_folder(tmp_path / "photos", per_class=3)
+
+    def options(steps):
+        return trainer.InpaintOptions(data=str(data), steps=steps, batch_size=2, crop=16, adv_start=1,
+                                      sample_every=3, log_every=1)
+    trainer.train(options(4), TINY, tmp_path / "straight", device=torch.device("cpu"))
+    trainer.train(options(2), TINY, tmp_path / "split", device=torch.device("cpu"))
+    trainer.train(options(4), TINY, tmp_path / "split", device=torch.device("cpu"),
+                  resume=load_checkpoint(tmp_path / "split"))
+    a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "split")
+    for part in ("G", "G_ema", "D"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    assert (tmp_path / "straight" / "samples-0000003.png").exists()
+    card = trainer.export_generator(a, tmp_path / "w.safetensors", {})
+    model, _ = weights.load(weights=tmp_path / "w.safetensors", task="inpaint")
+    assert card["steps"] == 4 and isinstance(model, InpaintGenerator)

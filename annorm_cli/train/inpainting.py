@@ -157,7 +157,7 @@ def train_step(state: common.GanRun, photos: list[torch.Tensor], device: torch.d
 def sample_strip(generator: InpaintGenerator, photos: list[torch.Tensor], crop: int) -> np.ndarray:
     """Rows of (input with hole, mask, output, truth) for fixed centre crops of held-out photos."""
     from annorm_cli.images import make_grid
-    images = torch.stack([(p[:, :crop, :crop].float() / 127.5 - 1) for p in photos])
+    images = torch.stack([(p[:, :crop, :crop].float() / 127.5 - 1) for p in photos])      # [rows, 3, c, c]
     masks = torch.from_numpy(np.stack([random_mask(crop, crop, 1000 + i, (0.2, 0.4))
                                        for i in range(len(photos))]))[:, None].float()
     with torch.no_grad():
@@ -174,9 +174,9 @@ def train(options: InpaintOptions, config: InpaintConfig, run_dir: Path, *, devi
     world = common.init_distributed(device)
     if resume is not None:
         options = common.resumed_options(resume, options, overrides)
-    held_out = holdout_list()
+    held_out = [name for name in holdout_list() if (Path(options.data) / name).is_file()]
     photos = list(load_photos(options.data, exclude=tuple(held_out)).values())
-    preview = list(load_photos(options.data, held_out[:4]).values())
+    preview = list(load_photos(options.data, held_out[:4]).values()) if held_out else photos[:4]
     if resume is not None:
         config = InpaintConfig.from_dict(resume["model_config"])
     state = build_state(config, options, device, world)
