@@ -117,6 +117,15 @@ class LayerBenchConfig:
     threads: Optional[int] = None
 
 
+def _run_fresh(code: str) -> tuple[Optional[dict], str]:
+    """Run `code` in a fresh interpreter; (the JSON its last line prints, "") or (None, its error)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or ["failed"]
+        return None, "out of memory" if "memory" in done.stderr.lower() else lines[-1][:80]
+    return json.loads(done.stdout.strip().splitlines()[-1]), ""
+
+
 def run_cell(config: LayerBenchConfig, kind: str, resolution: int) -> dict:
     """Measure one (layer, resolution) in a fresh interpreter; returns the measurement or a skip."""
     need = estimated_bytes(kind, config.batch, config.channels, config.entities, resolution ** 2)
@@ -126,11 +135,8 @@ def run_cell(config: LayerBenchConfig, kind: str, resolution: int) -> dict:
     code = ("import json,sys,torch;from annorm_cli.bench import measure_one;"
             + (f"torch.set_num_threads({config.threads});" if config.threads else "")
             + f"print(json.dumps(measure_one(*{args!r})))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if done.returncode != 0:
-        reason = "out of memory" if "memory" in done.stderr.lower() else done.stderr.strip().splitlines()[-1][:60]
-        return {"kind": kind, "resolution": resolution, "skipped": reason}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result, error = _run_fresh(code)
+    return result or {"kind": kind, "resolution": resolution, "skipped": error}
 
 
 def loglog_slope(rows: list[dict], key: str = "train_ms", min_resolution: int = 64) -> Optional[float]:
@@ -193,7 +199,5 @@ def run_inpaint_cell(weights_path: str, height: int, width: int, device: str, th
     code = ("import json,torch;from annorm_cli.bench import measure_inpaint;"
             + (f"torch.set_num_threads({threads});" if threads else "")
             + f"print(json.dumps(measure_inpaint({weights_path!r}, {height}, {width}, {device!r})))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if done.returncode != 0:
-        return {"size": f"{width}x{height}", "skipped": done.stderr.strip().splitlines()[-1][:80]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result, error = _run_fresh(code)
+    return result or {"size": f"{width}x{height}", "skipped": error}

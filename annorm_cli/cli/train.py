@@ -18,6 +18,13 @@ def _typed_options(ctx: typer.Context) -> frozenset[str]:
     return frozenset(typed)
 
 
+def _require_positive(**values: int) -> None:
+    """Refuse a zero or negative count; keyword names are the options without '--'."""
+    for name, value in values.items():
+        if value < 1:
+            raise fail(f"--{name.replace('_', '-')} must be a positive integer, got {value}.")
+
+
 def _channels(text: str, option: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(","))
@@ -89,10 +96,8 @@ def train_class(
 
     Example: annorm train class --out ~/runs/cifar10-an --steps 20000
     """
-    for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--d-steps", d_steps),
-                        ("--sample-every", sample_every), ("--entities", entities)):
-        if value < 1:
-            raise fail(f"{name} must be a positive integer, got {value}.")
+    _require_positive(steps=steps, batch_size=batch_size, d_steps=d_steps, sample_every=sample_every,
+                      entities=entities)
     if precision not in ("auto", "fp32", "bf16"):
         raise fail(f"Unknown precision '{precision}'; choose auto, fp32 or bf16.")
     import torch
@@ -146,10 +151,7 @@ def train_inpaint(
 
     Example: annorm train inpaint --out ~/runs/scenes-an --steps 50000
     """
-    for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--channels", channels),
-                        ("--sample-every", sample_every)):
-        if value < 1:
-            raise fail(f"{name} must be a positive integer, got {value}.")
+    _require_positive(steps=steps, batch_size=batch_size, channels=channels, sample_every=sample_every)
     if crop < 16 or crop % 4:
         raise fail(f"--crop must be a multiple of 4 and at least 16, got {crop}.")
     if precision not in ("fp32", "bf16"):
