@@ -128,14 +128,14 @@ def hole_region(mask: np.ndarray, margin: float = 0.5, min_margin: int = 32) -> 
 
 @torch.no_grad()
 def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
-                  device: torch.device = torch.device("cpu"), max_side: int = 512,
+                  device: torch.device = torch.device("cpu"), max_side: Optional[int] = None,
                   whole_image: bool = False) -> np.ndarray:
     """Fill the hole of one photo. image [H, W, 3] uint8, mask [H, W] bool (True = hole) ->
     [H, W, 3] uint8 whose pixels outside the hole are the input's, bit for bit.
 
-    Large photos: the network sees the hole's bounding box plus a margin of context; if that
-    region's long side exceeds `max_side` it is downscaled to it (the network was trained on
-    photos of at most 512 px), inpainted, upscaled, and only the hole pixels are pasted back.
+    The network sees the hole's bounding box plus a margin of context; if that region's long
+    side exceeds `max_side` (default: the model's `config.work_side`, the scale it was trained
+    at) it is downscaled to it, inpainted, upscaled, and only the hole pixels are pasted back.
     `whole_image` makes the network see the whole photo (as visualize-layout wants)."""
     from annorm_cli.models.inpainting import MULTIPLE
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -150,7 +150,7 @@ def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *
     region = torch.from_numpy(image[top:bottom, left:right]).permute(2, 0, 1)[None].float() / 127.5 - 1
     hole = torch.from_numpy(mask[top:bottom, left:right])[None, None].float()
     size = region.shape[2:]
-    scale = min(1.0, max_side / max(size))
+    scale = min(1.0, (max_side or model.config.work_side) / max(size))
     if scale < 1.0:
         small = [max(MULTIPLE, round(s * scale)) for s in size]
         region = F.interpolate(region, size=small, mode="bilinear", antialias=True, align_corners=False)
@@ -170,7 +170,7 @@ def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *
 
 
 def inpaint(image: np.ndarray, mask: np.ndarray, *, model: Optional[str] = None, weights: Optional[str] = None,
-            device: str = "auto", max_side: int = 512) -> np.ndarray:
+            device: str = "auto", max_side: Optional[int] = None) -> np.ndarray:
     """Fill `mask` (True = hole) in `image` ([H, W, 3] uint8) with a shipped inpainting model.
 
     >>> filled = annorm_cli.inpaint(photo, hole)     # pixels outside the hole unchanged
@@ -208,7 +208,8 @@ def generator_layouts(generator: torch.nn.Module, class_index_: int, seed: int, 
     return Layouts(*_recorded(generator, run))
 
 
-def inpainting_layouts(network: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *, max_side: int = 512) -> Layouts:
+def inpainting_layouts(network: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
+                       max_side: Optional[int] = None) -> Layouts:
     """Inpaint one photo and record the layouts of every AN layer (on the region the network saw)."""
     run = lambda: inpaint_array(network, image, mask, max_side=max_side, whole_image=True)  # noqa: E731
     return Layouts(*_recorded(network, run))

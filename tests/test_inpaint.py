@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -48,6 +49,17 @@ def test_large_photo_is_inpainted_through_a_downscaled_crop_and_keeps_every_othe
     mask[100:600, 200:800] = True
     out = inpaint_array(model, image, mask, max_side=64)
     assert np.array_equal(out[~mask], image[~mask]) and (out[mask] != image[mask]).mean() > 0.9
+
+
+def test_the_network_works_at_its_configured_side_unless_told_otherwise():
+    torch.manual_seed(0)
+    model = InpaintGenerator(dataclasses.replace(TINY, work_side=32)).eval()
+    image = np.random.default_rng(2).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    mask = np.zeros((96, 128), bool)
+    mask[20:70, 30:100] = True
+    by_config = inpaint_array(model, image, mask)
+    assert np.array_equal(by_config, inpaint_array(model, image, mask, max_side=32))
+    assert not np.array_equal(by_config, inpaint_array(model, image, mask, max_side=128))
 
 
 def test_mask_generator_is_deterministic_and_hits_its_ratio_range():

@@ -1,6 +1,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from annorm_cli import weights
 from annorm_cli.cli.app import app
@@ -22,6 +23,10 @@ def test_every_shipped_model_loads_checks_out_and_runs(name):
         images = generate_images(model, [0, 1], [0, 1])
         assert images.shape == (2, 32, 32, 3) and images.std() > 5
         assert len(card["classes"]) == model.config.n_classes
+    elif entry.task == "classifier":
+        logits = model(torch.zeros(3, 3, 32, 32))
+        assert logits.shape == (3, len(card["classes"])) and torch.isfinite(logits).all()
+        assert 0.5 < card["metrics"]["test_accuracy"]["value"] <= 1
     else:
         from annorm_cli.masks import random_mask
         from annorm_cli.pipelines import inpaint_array

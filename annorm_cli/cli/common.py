@@ -1,7 +1,36 @@
-"""Small helpers shared by the CLI commands: parsing seeds and counts."""
+"""Small helpers shared by the CLI commands: parsing seeds and counts, progress."""
 from __future__ import annotations
 
+import contextlib
+import sys
+from typing import Callable, Iterator, Optional
+
 from annorm_cli.cli.errors import fail
+
+
+@contextlib.contextmanager
+def progress(description: str, total: Optional[int], *, quiet: bool = False) -> Iterator[Callable[[int], None]]:
+    """Yields advance(n). A live bar on a terminal; elsewhere (a log file, nohup) one line on
+    stderr per tenth of the work (per 1,000 items if the total is unknown), so long jobs show
+    where they are."""
+    if quiet:
+        yield lambda n: None
+        return
+    if sys.stderr.isatty():
+        from rich.progress import Progress
+        with Progress(transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n: bar.advance(task, n)
+        return
+    step = max(1, total // 10) if total else 1000
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        before, done = done, done + n
+        if done // step > before // step or done == total:
+            print(f"{description}: {done}" + (f"/{total}" if total else ""), file=sys.stderr, flush=True)
+    yield advance
 
 
 def parse_seeds(text: str, num: int | None) -> list[int]:

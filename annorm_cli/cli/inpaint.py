@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from annorm_cli import __version__
+from annorm_cli.cli.common import progress
 from annorm_cli.cli.errors import fail
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -37,7 +38,8 @@ def inpaint_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .png (or folder for folders)."),
     dilate: int = typer.Option(0, help="Grow the hole by this many pixels."),
     compare: bool = typer.Option(False, help="Also write a before/after strip (<name>-compare.png)."),
-    max_side: int = typer.Option(512, help="Largest side the network sees; bigger hole regions are downscaled."),
+    max_side: Optional[int] = typer.Option(None, help="Largest side the network sees; bigger hole regions are "
+                                                      "downscaled (default: the model's work_side)."),
     model: Optional[str] = typer.Option(None, help="Registry name (default scenes-inpaint-an)."),
     weights: Optional[Path] = typer.Option(None, help="A .safetensors file with its JSON card beside it."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
@@ -50,7 +52,7 @@ def inpaint_command(
     """
     if dilate < 0:
         raise fail(f"--dilate must be zero or positive, got {dilate}.")
-    if max_side < 16:
+    if max_side is not None and max_side < 16:
         raise fail(f"--max-side must be at least 16, got {max_side}.")
     jobs = _pairs(image, mask, out)
     for _, _, target in jobs:
@@ -78,9 +80,7 @@ def inpaint_command(
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise fail(f"Cannot create the output folder '{folder}' ({exc.strerror}).")
-    from rich.progress import Progress
-    with Progress(transient=True, disable=quiet or len(loaded) == 1) as bar:
-        task = bar.add_task("inpainting", total=len(loaded))
+    with progress("inpainting", len(loaded), quiet=quiet or len(loaded) == 1) as advance:
         for photo, hole, target in loaded:
             filled = inpaint_array(network, photo, hole, device=resolved, max_side=max_side)
             text = {"annorm:model": model or "scenes-inpaint-an", "annorm:sha256": card["sha256"],
@@ -89,7 +89,7 @@ def inpaint_command(
             if compare:
                 shown = np.where(hole[..., None], np.uint8(255), photo)
                 save_png(make_grid(np.stack([shown, filled]), 2), target.with_name(target.stem + "-compare.png"))
-            bar.advance(task)
+            advance(1)
     if not quiet:
         typer.echo(f"wrote {len(loaded)} inpainted image(s)" + (f" to {loaded[0][2].parent}/" if len(loaded) > 1
                                                                 else f": {loaded[0][2]}"), err=True)

@@ -24,13 +24,18 @@ MULTIPLE = 4   # inputs are padded to a multiple of this (two stride-2 stages)
 
 @dataclass(frozen=True)
 class InpaintConfig:
-    """channels: width at full resolution (x2 at 1/2, x4 at 1/4). attention: "an" | "sa" | "none"."""
+    """channels: width at full resolution (x2 at 1/2, x4 at 1/4). attention: "an" | "sa" | "none".
+    work_side: the long side (px) of the region the network fills at inference; larger hole regions
+    are downscaled to it. Set to the scale the network was trained at (random 128 crops of photos
+    rescaled to 0.5-1x, masks scaled to the crop), so that holes look as large to the network as
+    in training."""
     channels: int = 16
     attention: str = "an"
     n_entities: int = 16
     temperature: float = 10.0
     dilations: tuple[int, ...] = (2, 4, 8, 16)
     attention_blocks: int = 2
+    work_side: int = 256
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_KINDS:
