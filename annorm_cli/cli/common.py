@@ -33,6 +33,11 @@ def progress(description: str, total: Optional[int], *, quiet: bool = False) -> 
     yield advance
 
 
+def check_max_side(max_side: Optional[int]) -> None:
+    if max_side is not None and max_side < 16:
+        raise fail(f"--max-side must be at least 16, got {max_side}.")
+
+
 def parse_seeds(text: str, num: int | None) -> list[int]:
     """"7" (then `num` consecutive seeds from 7), "0-29" (inclusive), or "1,5,9"."""
     text = text.strip()

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from annorm_cli.cli.common import progress
+from annorm_cli.cli.common import check_max_side, progress
 from annorm_cli.cli.errors import fail
 
 app = typer.Typer(no_args_is_help=True, help="Metrics: FID for the class-conditional model.")
@@ -145,8 +145,7 @@ def inpaint(
     from annorm_cli.pipelines import inpaint_array
     from annorm_cli.train.inpainting import holdout_list, load_photos
 
-    if max_side is not None and max_side < 16:
-        raise fail(f"--max-side must be at least 16, got {max_side}.")
+    check_max_side(max_side)
     network, card = weight_files.load(model, weights, task="inpaint")
     dev = resolve_device(device)
     work_side = max_side or network.config.work_side
@@ -160,7 +159,7 @@ def inpaint(
             mask = metrics.evaluation_mask(*truth.shape[:2], b, i, bucket)
             outputs = {"telea": metrics.opencv_inpaint(truth, mask, "telea"),
                        "ns": metrics.opencv_inpaint(truth, mask, "ns"),
-                       "annorm": inpaint_array(network, truth, mask, device=dev, max_side=max_side)}
+                       "annorm": inpaint_array(network, truth, mask, device=dev, max_side=work_side)}
             for method, out in outputs.items():
                 results[b][method]["psnr"].append(metrics.psnr_in_hole(out, truth, mask))
                 results[b][method]["l1"].append(metrics.l1_in_hole(out, truth, mask))

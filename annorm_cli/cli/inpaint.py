@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from annorm_cli import __version__
-from annorm_cli.cli.common import progress
+from annorm_cli.cli.common import check_max_side, progress
 from annorm_cli.cli.errors import fail
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -52,8 +52,7 @@ def inpaint_command(
     """
     if dilate < 0:
         raise fail(f"--dilate must be zero or positive, got {dilate}.")
-    if max_side is not None and max_side < 16:
-        raise fail(f"--max-side must be at least 16, got {max_side}.")
+    check_max_side(max_side)
     jobs = _pairs(image, mask, out)
     for _, _, target in jobs:
         if target.suffix.lower() != ".png":

