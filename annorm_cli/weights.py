@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -40,9 +41,14 @@ DEFAULT_MODEL = {"class-conditional": "cifar10-an", "inpaint": "scenes-inpaint-a
 
 
 def weights_dir() -> Path:
-    """The folder of shipped weights: $ANNORM_WEIGHTS, else `weights/` of the source checkout."""
+    """The folder of shipped weights: $ANNORM_WEIGHTS, else `weights/` of the source checkout
+    (editable installs), else `<prefix>/share/annorm/weights` where a wheel install puts them."""
     env = os.environ.get("ANNORM_WEIGHTS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "weights"
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[1] / "weights"
+    installed = Path(sys.prefix) / "share" / "annorm" / "weights"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
 
 
 def sha256_of(path: Path) -> str:

@@ -63,3 +63,20 @@ def test_bench_helpers():
     cell = bench.run_cell(bench.LayerBenchConfig(channels=8, entities=4, threads=1), "an-fast", 16)
     assert cell["train_ms"] > 0 and cell["forward_ms"] > 0
     assert "skipped" in bench.run_cell(bench.LayerBenchConfig(max_bytes=1e6), "self-attention", 512)
+
+
+def test_weights_dir_falls_back_to_the_wheel_location(tmp_path, monkeypatch):
+    """A wheel install has no source checkout: the weights are found under <prefix>/share/annorm/weights."""
+    monkeypatch.delenv("ANNORM_WEIGHTS", raising=False)
+    fake_package = tmp_path / "site-packages" / "annorm_cli"
+    fake_package.mkdir(parents=True)
+    monkeypatch.setattr(weights, "__file__", str(fake_package / "weights.py"))
+    monkeypatch.setattr(weights.sys, "prefix", str(tmp_path / "prefix"))
+    assert weights.weights_dir() == tmp_path / "site-packages" / "weights"           # neither exists: the checkout path
+    installed = tmp_path / "prefix" / "share" / "annorm" / "weights"
+    installed.mkdir(parents=True)
+    assert weights.weights_dir() == installed
+    (tmp_path / "site-packages" / "weights").mkdir()
+    assert weights.weights_dir() == tmp_path / "site-packages" / "weights"           # a checkout wins
+    monkeypatch.setenv("ANNORM_WEIGHTS", str(tmp_path / "elsewhere"))
+    assert weights.weights_dir() == tmp_path / "elsewhere"
