@@ -9,6 +9,7 @@ from PIL import Image
 from annorm_cli import weights
 from annorm_cli.cli.app import app
 from annorm_cli.cli.errors import run_guarded
+from annorm_cli.errors import BadInputError
 from annorm_cli.evaluate import inpainting as metrics
 from annorm_cli.masks import EVAL_BUCKETS, random_mask
 from annorm_cli.models.inpainting import InpaintConfig, InpaintGenerator
@@ -26,11 +27,15 @@ def tiny_inpaint_weights(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("attention", ["an", "sa", "none"])
-def test_any_size_in_gives_same_size_out_and_keeps_known_pixels(attention):
+@pytest.mark.parametrize("attention,skips", [("an", False), ("sa", False), ("none", False), ("an", True)])
+def test_any_size_in_gives_same_size_out_and_keeps_known_pixels(attention, skips):
     torch.manual_seed(0)
     model = InpaintGenerator(InpaintConfig(channels=4, n_entities=4, dilations=(2,), attention_blocks=1,
-                                           attention=attention)).eval()
+                                           attention=attention, skips=skips)).eval()
+    if skips:   # the skip convolutions start at zero: give them weights so the skip path is exercised
+        for name, p in model.named_parameters():
+            if ".skip_" in name:
+                torch.nn.init.normal_(p, std=0.3)
     rng = np.random.default_rng(0)
     for H, W in ((37, 53), (64, 64), (5, 7), (130, 97)):
         image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
@@ -213,3 +218,24 @@ def test_inpaint_training_resumes_exactly(tmp_path, monkeypatch):
     card = trainer.export_generator(a, tmp_path / "w.safetensors", {})
     model, _ = weights.load(weights=tmp_path / "w.safetensors", task="inpaint")
     assert card["steps"] == 4 and isinstance(model, InpaintGenerator)
+
+
+def test_a_run_with_skips_starts_as_the_model_it_is_initialised_from(tmp_path, tiny_inpaint_weights):
+    from annorm_cli.train import inpainting as trainer
+    from annorm_cli.train.common import load_checkpoint
+    from helpers import tiny_image_folder
+    data = tiny_image_folder(tmp_path / "photos", per_class=3)
+    options = trainer.InpaintOptions(data=str(data), steps=2, batch_size=2, crop=16, sample_every=10, log_every=1,
+                                     init_from=str(tiny_inpaint_weights), lr=1e-3)
+    with_skips = dataclasses.replace(TINY, skips=True)
+    trainer.train(dataclasses.replace(options, steps=0), with_skips, tmp_path / "start", device=torch.device("cpu"))
+    trained, _ = weights.load(weights=tiny_inpaint_weights, task="inpaint")
+    started = InpaintGenerator(with_skips)
+    started.load_state_dict(load_checkpoint(tmp_path / "start")["G"])
+    x, m = torch.rand(1, 3, 24, 32) * 2 - 1, torch.from_numpy(random_mask(24, 32, 1))[None, None].float()
+    assert torch.equal(started.eval()(x, m)[1], trained(x, m)[1])            # zero-started skips: same function
+    trainer.train(options, with_skips, tmp_path / "run", device=torch.device("cpu"))
+    after = load_checkpoint(tmp_path / "run")["G"]
+    assert after["refine_decoder.skip_full.weight"].abs().sum() > 0           # and the skips learn
+    with pytest.raises(BadInputError, match="does not match"):
+        trainer.train(options, dataclasses.replace(TINY, channels=8), tmp_path / "wide", device=torch.device("cpu"))

@@ -1,6 +1,7 @@
 """`annorm train class` (and later `inpaint`): train your own models, resumable, under torchrun too."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Optional
@@ -139,6 +140,9 @@ def train_inpaint(
     adv_start: int = typer.Option(20_000, help="Step from which the adversarial loss is used (L1 warm-up before)."),
     channels: int = typer.Option(16, help="Width at full resolution (x4 at 1/4; new runs only)."),
     attention: str = typer.Option("an", help="an | sa | none at 1/4 resolution (new runs only)."),
+    skips: bool = typer.Option(False, help="U-Net skips from each encoder to its decoder (new runs only)."),
+    init_from: Optional[Path] = typer.Option(None, help="Start a new run from a trained model's .safetensors "
+                                                         "(its width and attention; new skips start at zero)."),
     seed: int = typer.Option(0, help="Run seed."),
     precision: str = typer.Option("fp32", help="fp32 | bf16."),
     sample_every: int = typer.Option(500, help="Write a sample strip every N steps."),
@@ -168,8 +172,13 @@ def train_inpaint(
     saved = load_checkpoint(resume) if resume else None
     options = trainer.InpaintOptions(data=str(data), steps=steps, batch_size=batch_size, crop=crop, lr=lr,
                                      adv_weight=adv_weight, adv_start=adv_start, seed=seed, precision=precision,
+                                     init_from=str(init_from) if init_from else None,
                                      sample_every=sample_every, checkpoint_minutes=checkpoint_minutes)
-    config = InpaintConfig(channels=channels, attention=attention)
+    config = InpaintConfig(channels=channels, attention=attention, skips=skips)
+    if init_from and not saved:
+        from annorm_cli.weights import read_card, resolve
+        trained = InpaintConfig.from_dict(read_card(resolve(weights=init_from, task="inpaint")[1])["config"])
+        config = dataclasses.replace(trained, skips=skips or trained.skips)
     reporter = _Reporter(quiet, int(os.environ.get("RANK", "0")) == 0)
     trainer.train(options, config, out, device=resolve_device(device), resume=saved, overrides=_typed_options(ctx),
                   on_event=reporter)

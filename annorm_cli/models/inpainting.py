@@ -5,6 +5,9 @@ Input: the image with the hole blanked (in [-1, 1], hole = 0) and the mask (1 = 
 Coarse stage: encoder to 1/4, dilated convolutions, decoder -> a first guess. Refinement:
 the composite of guess and known pixels goes through a second encoder to 1/4, where
 conv -> AN -> ELU blocks model long-range context, then dilated convolutions and a decoder.
+With `skips`, each decoder also adds its encoder's full- and half-resolution features (U-Net
+style, through 1x1 convolutions that start at zero, so a model without skips is the starting
+point of one with them) and no longer has to rebuild the hole's surroundings from 1/4 scale.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ class InpaintConfig:
     dilations: tuple[int, ...] = (2, 4, 8, 16)
     attention_blocks: int = 2
     work_side: int = 256
+    skips: bool = False
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_KINDS:
@@ -57,18 +61,39 @@ class Encoder(nn.Sequential):
     def __init__(self, cin: int, c: int) -> None:
         super().__init__(conv(cin, c, 5), conv(c, 2 * c, 3, 2), conv(2 * c, 2 * c), conv(2 * c, 4 * c, 3, 2))
 
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x [B, cin, H, W] -> (features [B, 4c, H/4, W/4], (full [B, c, H, W], half [B, 2c, H/2, W/2]))."""
+        full = self[0](x)
+        half = self[2](self[1](full))
+        return self[3](half), (full, half)
+
+
+def zero_conv1x1(cin: int, cout: int) -> nn.Conv2d:
+    layer = nn.Conv2d(cin, cout, 1)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
 
 class Decoder(nn.Module):
-    def __init__(self, c: int) -> None:
+    def __init__(self, c: int, skips: bool = False) -> None:
         super().__init__()
         self.up1 = nn.Sequential(conv(4 * c, 2 * c), conv(2 * c, 2 * c))
         self.up2 = nn.Sequential(conv(2 * c, c), conv(c, c // 2 or 1))
         self.to_rgb = nn.Conv2d(c // 2 or 1, 3, 3, padding=1)
+        self.skip_half = zero_conv1x1(2 * c, 4 * c) if skips else None
+        self.skip_full = zero_conv1x1(c, 2 * c) if skips else None
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        h = self.up1(F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        h = self.up2(F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return torch.tanh(self.to_rgb(h))
+    def forward(self, h: torch.Tensor, encoded: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """h [B, 4c, H/4, W/4] + the encoder's (full, half) features -> RGB [B, 3, H, W] in [-1, 1]."""
+        full, half = encoded
+        h = F.interpolate(h, scale_factor=2.0, mode="nearest")                  # [B, 4c, H/2, W/2]
+        if self.skip_half is not None:
+            h = h + self.skip_half(half)
+        h = F.interpolate(self.up1(h), scale_factor=2.0, mode="nearest")        # [B, 2c, H, W]
+        if self.skip_full is not None:
+            h = h + self.skip_full(full)
+        return torch.tanh(self.to_rgb(self.up2(h)))
 
 
 class AttentionBlock(nn.Module):
@@ -94,11 +119,11 @@ class InpaintGenerator(nn.Module):
         c = config.channels
         self.coarse_encoder = Encoder(5, c)
         self.coarse_middle = nn.Sequential(*[conv(4 * c, 4 * c, dilation=d) for d in config.dilations])
-        self.coarse_decoder = Decoder(c)
+        self.coarse_decoder = Decoder(c, config.skips)
         self.refine_encoder = Encoder(5, c)
         self.refine_attention = nn.Sequential(*[AttentionBlock(config, 4 * c) for _ in range(config.attention_blocks)])
         self.refine_middle = nn.Sequential(*[conv(4 * c, 4 * c, dilation=d) for d in config.dilations[:2]])
-        self.refine_decoder = Decoder(c)
+        self.refine_decoder = Decoder(c, config.skips)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if image.ndim != 4 or image.shape[1] != 3 or mask.shape != (image.shape[0], 1, *image.shape[2:]):
@@ -108,11 +133,12 @@ class InpaintGenerator(nn.Module):
             raise BadInputError(f"InpaintGenerator needs sizes that are multiples of {MULTIPLE}; pad the input.")
         known = image * (1 - mask)
         ones = torch.ones_like(mask)
-        coarse = self.coarse_decoder(self.coarse_middle(self.coarse_encoder(torch.cat([known, mask, ones], 1))))
+        h, encoded = self.coarse_encoder(torch.cat([known, mask, ones], 1))      # h [B, 4c, H/4, W/4]
+        coarse = self.coarse_decoder(self.coarse_middle(h), encoded)
         merged = known + coarse * mask
-        h = self.refine_encoder(torch.cat([merged, mask, ones], 1))              # [B, 4c, H/4, W/4]
+        h, encoded = self.refine_encoder(torch.cat([merged, mask, ones], 1))
         h = self.refine_middle(self.refine_attention(h))
-        return coarse, self.refine_decoder(h)
+        return coarse, self.refine_decoder(h, encoded)
 
 
 class PatchDiscriminator(nn.Module):

@@ -5,6 +5,7 @@ Resumable and data-parallel like the class-conditional trainer (same machinery i
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -64,6 +65,7 @@ class InpaintOptions:
     ortho_weight: float = 1e-3
     ema_decay: float = 0.999
     seed: int = 0
+    init_from: Optional[str] = None     # a shipped .safetensors inpainting model a new run starts from
     precision: str = "fp32"
     sample_every: int = 500
     checkpoint_minutes: float = 5.0
@@ -79,6 +81,19 @@ def build_state(config: InpaintConfig, options: InpaintOptions, device: torch.de
     opt_d = torch.optim.Adam(D.parameters(), options.lr_d, betas=(options.beta1, options.beta2))
     return common.GanRun("inpaint", common.wrap_ddp(G, world, device), common.wrap_ddp(D, world, device), ema,
                          opt_g, opt_d, config, options, options.precision)
+
+
+def start_from_weights(state: common.GanRun, path: str) -> None:
+    """Copy a trained model's weights into a new run's generator and its EMA copy. Layers the
+    file lacks must be the zero-started skip convolutions, so the run starts as that model."""
+    from annorm_cli import weights
+    trained, _ = weights.load(weights=path, task="inpaint")
+    if dataclasses.replace(trained.config, skips=False) != dataclasses.replace(state.model_config, skips=False):
+        raise BadInputError(f"'{path}' does not match the network being trained (it differs in more than "
+                            "the skip connections).")
+    for target in (common.unwrap(state.G), state.ema.model):
+        missing, unexpected = target.load_state_dict(trained.state_dict(), strict=False)
+        assert not unexpected and all(".skip_" in key for key in missing), (missing, unexpected)
 
 
 def random_crop(photo: torch.Tensor, crop: int, rng: torch.Generator) -> torch.Tensor:
@@ -182,6 +197,8 @@ def train(options: InpaintOptions, config: InpaintConfig, run_dir: Path, *, devi
     state = build_state(config, options, device, world)
     if resume is not None:
         state.restore(resume)
+    elif options.init_from:
+        start_from_weights(state, options.init_from)
     run_dir = Path(run_dir)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
