@@ -136,3 +136,32 @@ def test_typed_options_override_a_resumed_checkpoint(data_dir, tmp_path):
                             overrides=frozenset({"lr_g"}))
     assert resumed.options.lr_g == 5e-5 and resumed.options.lr_d == 4e-4 and resumed.step == 3
     assert load_checkpoint(tmp_path / "run")["options"]["lr_g"] == 5e-5
+
+
+def test_class_scores_are_the_projection_term_of_the_logits():
+    from annorm_cli.models.class_conditional import Discriminator
+    torch.manual_seed(0)
+    D = Discriminator(TINY).eval()
+    images = torch.rand(5, 3, 32, 32) * 2 - 1
+    cats, dogs = torch.zeros(5, dtype=torch.long), torch.ones(5, dtype=torch.long)
+    logits_cat, scores = D(images, cats, class_scores=True)
+    assert scores.shape == (5, TINY.n_classes)
+    torch.testing.assert_close(logits_cat - D(images, dogs), scores[:, 0] - scores[:, 1])
+
+
+def _class_loss_of_d(saved: dict, data_dir) -> float:
+    from annorm_cli.models.class_conditional import Discriminator
+    from annorm_cli.train.data import load_labelled_images
+    D = Discriminator(TINY)
+    D.load_state_dict(saved["D"])
+    data = load_labelled_images(str(data_dir), "train")
+    _, scores = D(data.images.float() / 127.5 - 1, data.labels, class_scores=True)
+    return torch.nn.functional.cross_entropy(scores, data.labels).item()
+
+
+def test_class_weight_teaches_the_discriminator_the_classes(data_dir, tmp_path):
+    for weight in (0.0, 2.0):
+        trainer.train(_options(data_dir, 6, class_weight=weight), TINY, tmp_path / f"w{weight}",
+                      device=torch.device("cpu"))
+    plain, taught = (_class_loss_of_d(load_checkpoint(tmp_path / f"w{w}"), data_dir) for w in (0.0, 2.0))
+    assert taught < plain - 0.05, (plain, taught)

@@ -80,6 +80,8 @@ def train_class(
     lr_decay_start: Optional[int] = typer.Option(None, help="Decay both learning rates linearly to 0 from this step."),
     ema_decay: float = typer.Option(0.999, help="EMA decay of the generator weights (the EMA copy ships)."),
     ortho_weight: float = typer.Option(1e-3, help="Weight of the AN orthogonality penalty."),
+    class_weight: float = typer.Option(0.0, help="Weight of an auxiliary class loss: cross-entropy of D's class "
+                                                  "projection, on real images for D and on fakes for G."),
     diffaugment: bool = typer.Option(False, help="DiffAugment colour/translation/cutout on real and fake images."),
     seed: int = typer.Option(0, help="Run seed: data order, noise and AN sampling derive from it and the step."),
     precision: str = typer.Option("auto", help="auto | fp32 | bf16 (auto times both and keeps the faster)."),
@@ -117,7 +119,8 @@ def train_class(
     saved = load_checkpoint(resume) if resume else None
     options = trainer.TrainOptions(
         data=str(data), split=split, steps=steps, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, d_steps=d_steps,
-        lr_decay_start=lr_decay_start, ema_decay=ema_decay, ortho_weight=ortho_weight, diffaugment=diffaugment,
+        lr_decay_start=lr_decay_start, ema_decay=ema_decay, ortho_weight=ortho_weight, class_weight=class_weight,
+        diffaugment=diffaugment,
         seed=seed, precision=precision, sample_every=sample_every, checkpoint_minutes=checkpoint_minutes)
     model_config = ClassConditionalConfig(attention=attention, g_channels=_channels(g_channels, "--g-channels"),
                                           d_channels=_channels(d_channels, "--d-channels"), n_entities=entities)

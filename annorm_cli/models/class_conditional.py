@@ -101,11 +101,15 @@ class Discriminator(nn.Module):
         self.linear = spectral_norm(nn.Linear(d4b, 1))
         self.embed = spectral_norm(nn.Embedding(config.n_classes, d4b))
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, class_scores: bool = False):
+        """-> logits [B]; with `class_scores`, also the projection onto every class's embedding
+        [B, n_classes] (logits of D as a classifier, for the auxiliary class loss)."""
         h = self.attention(self.block16(images))                           # [B, d16, 16, 16]
         h = self.block4b(self.block4(self.block8(h)))                      # [B, d4b, 4, 4]
         h = F.relu(h).sum((2, 3))                                          # [B, d4b]
-        return self.linear(h).squeeze(1) + (self.embed(labels) * h).sum(1)
+        embeddings = self.embed.weight                                     # [n_classes, d4b], spectrally normed
+        logits = self.linear(h).squeeze(1) + (embeddings[labels] * h).sum(1)
+        return (logits, h @ embeddings.T) if class_scores else logits
 
 
 def standing_statistics(generator: Generator, labels_and_noise) -> None:

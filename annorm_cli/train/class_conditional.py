@@ -39,6 +39,7 @@ class TrainOptions:
     lr_decay_start: Optional[int] = None   # linear decay to 0 from this step to `steps`
     ema_decay: float = 0.999
     ortho_weight: float = 1e-3
+    class_weight: float = 0.0           # auxiliary cross-entropy of D's class projection: real in D, fake in G
     diffaugment: bool = False
     seed: int = 0
     precision: str = "auto"
@@ -139,9 +140,12 @@ def train_step(state: RunState, data: LabelledImages, device: torch.device, worl
             with torch.no_grad():
                 fake = common.unwrap(G)(z, fake_labels)
             images = torch.cat([_augment(real, options, rng, part), _augment(fake, options, rng, part)])
-            logits = D(images, torch.cat([real_labels, fake_labels]))     # one pass: [2b]
-            real_logits, fake_logits = logits.float().chunk(2)
+            logits, class_scores = D(images, torch.cat([real_labels, fake_labels]), class_scores=True)  # one pass
+            real_logits, fake_logits = logits.float().chunk(2)                 # [b] each
             loss_d = F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+            if options.class_weight:
+                real_scores = class_scores.float()[:len(real_labels)]          # [b, n_classes]
+                loss_d = loss_d + options.class_weight * F.cross_entropy(real_scores, real_labels)
         penalty_d = orthogonality_penalty(common.unwrap(D)) * options.ortho_weight
         state.opt_d.zero_grad(set_to_none=True)
         (loss_d.float() + penalty_d).backward()
@@ -150,7 +154,10 @@ def train_step(state: RunState, data: LabelledImages, device: torch.device, worl
     D_local = common.unwrap(D).requires_grad_(False)
     with common.autocast(device, state.precision):
         fake = G(z, fake_labels)
-        loss_g = -D_local(_augment(fake, options, rng, part), fake_labels).mean()
+        logits, class_scores = D_local(_augment(fake, options, rng, part), fake_labels, class_scores=True)
+        loss_g = -logits.mean()
+        if options.class_weight:
+            loss_g = loss_g + options.class_weight * F.cross_entropy(class_scores.float(), fake_labels)
     penalty_g = orthogonality_penalty(common.unwrap(G)) * options.ortho_weight
     state.opt_g.zero_grad(set_to_none=True)
     (loss_g.float() + penalty_g).backward()
