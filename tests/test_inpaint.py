@@ -198,7 +198,8 @@ def test_exif_orientation_is_honoured(tmp_path):
     assert shown[:5].mean() > 200 and shown[-5:].mean() < 50   # the band is now on top
 
 
-def test_inpaint_training_resumes_exactly(tmp_path, monkeypatch):
+@pytest.mark.parametrize("inference_scale", [False, True])
+def test_inpaint_training_resumes_exactly(tmp_path, inference_scale):
     from annorm_cli.train import inpainting as trainer
     from annorm_cli.train.common import load_checkpoint
     from helpers import tiny_image_folder
@@ -206,7 +207,7 @@ def test_inpaint_training_resumes_exactly(tmp_path, monkeypatch):
 
     def options(steps):
         return trainer.InpaintOptions(data=str(data), steps=steps, batch_size=2, crop=16, adv_start=1,
-                                      sample_every=3, log_every=1)
+                                      sample_every=3, log_every=1, inference_scale=inference_scale)
     trainer.train(options(4), TINY, tmp_path / "straight", device=torch.device("cpu"))
     trainer.train(options(2), TINY, tmp_path / "split", device=torch.device("cpu"))
     trainer.train(options(4), TINY, tmp_path / "split", device=torch.device("cpu"),
@@ -239,3 +240,22 @@ def test_a_run_with_skips_starts_as_the_model_it_is_initialised_from(tmp_path, t
     assert after["refine_decoder.skip_full.weight"].abs().sum() > 0           # and the skips learn
     with pytest.raises(BadInputError, match="does not match"):
         trainer.train(options, dataclasses.replace(TINY, channels=8), tmp_path / "wide", device=torch.device("cpu"))
+
+
+def test_inference_scale_batches_scale_the_photo_and_draw_the_mask_on_all_of_it():
+    from annorm_cli.train import inpainting as trainer
+    photo = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 200, 300), dtype=np.uint8))
+    options = trainer.InpaintOptions(batch_size=4, crop=32, inference_scale=True)
+    images, masks = trainer.make_batch([photo], options, step=7, work_side=64)
+    again, masks_again = trainer.make_batch([photo], options, step=7, work_side=64)
+    assert images.shape == (4, 3, 32, 32) and masks.shape == (4, 1, 32, 32)
+    assert torch.equal(images, again) and torch.equal(masks, masks_again)
+    assert set(masks.unique().tolist()) <= {0.0, 1.0} and images.abs().max() <= 1
+    # the photo is scaled to a long side of 48-64 px, so a 32 px crop holds a third or more of it,
+    # and the crop is smooth at that scale: no pixel-level noise of the 300 px original survives
+    rng = torch.Generator().manual_seed(0)
+    image, mask = trainer.inference_scale_crop(photo, 64, 32, rng, mask_seed=3)
+    scaled = torch.nn.functional.interpolate(photo[None].float() / 127.5 - 1, size=(32, 48), mode="bilinear",
+                                             antialias=True, align_corners=False)
+    assert image.std() < 0.5 * (photo.float() / 127.5 - 1).std() and abs(image.std() - scaled.std()) < 0.1
+    assert mask.shape == (1, 32, 32)

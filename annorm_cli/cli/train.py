@@ -146,6 +146,8 @@ def train_inpaint(
     skips: bool = typer.Option(False, help="U-Net skips from each encoder to its decoder (new runs only)."),
     init_from: Optional[Path] = typer.Option(None, help="Start a new run from a trained model's .safetensors "
                                                          "(its width and attention; new skips start at zero)."),
+    inference_scale: bool = typer.Option(False, help="Train as inference sees photos: scaled to the network's "
+                                                      "work_side, masks drawn on the whole photo, then cropped."),
     seed: int = typer.Option(0, help="Run seed."),
     precision: str = typer.Option("fp32", help="fp32 | bf16."),
     sample_every: int = typer.Option(500, help="Write a sample strip every N steps."),
@@ -175,7 +177,7 @@ def train_inpaint(
     saved = load_checkpoint(resume) if resume else None
     options = trainer.InpaintOptions(data=str(data), steps=steps, batch_size=batch_size, crop=crop, lr=lr,
                                      adv_weight=adv_weight, adv_start=adv_start, seed=seed, precision=precision,
-                                     init_from=str(init_from) if init_from else None,
+                                     init_from=str(init_from) if init_from else None, inference_scale=inference_scale,
                                      sample_every=sample_every, checkpoint_minutes=checkpoint_minutes)
     config = InpaintConfig(channels=channels, attention=attention, skips=skips)
     if init_from and not saved:

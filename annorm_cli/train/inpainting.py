@@ -66,6 +66,7 @@ class InpaintOptions:
     ema_decay: float = 0.999
     seed: int = 0
     init_from: Optional[str] = None     # a shipped .safetensors inpainting model a new run starts from
+    inference_scale: bool = False       # crops and masks as inference sees them (see inference_scale_crop)
     precision: str = "fp32"
     sample_every: int = 500
     checkpoint_minutes: float = 5.0
@@ -115,13 +116,41 @@ def random_crop(photo: torch.Tensor, crop: int, rng: torch.Generator) -> torch.T
     return image.flip(2) if torch.rand((), generator=rng).item() < 0.5 else image
 
 
-def make_batch(photos: list[torch.Tensor], options: InpaintOptions, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+def inference_scale_crop(photo: torch.Tensor, side: int, crop: int, rng: torch.Generator,
+                         mask_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A crop as inference sees the photo: its long side scaled to `side` x U(0.75, 1) (the
+    network's work_side), a hole mask drawn on the whole scaled photo (so holes have the size they
+    have at inference), then the same crop of both, maybe flipped.
+    photo uint8 [3, H, W] -> (float [3, crop, crop] in [-1, 1], float mask [1, crop, crop])."""
+    H, W = photo.shape[1:]
+    factor = side * (0.75 + 0.25 * torch.rand((), generator=rng).item()) / max(H, W)
+    factor = min(1.0, max(factor, crop / min(H, W)))
+    image = photo[None].float() / 127.5 - 1
+    if factor < 1.0:
+        size = [max(crop, round(s * factor)) for s in (H, W)]
+        image = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
+    h, w = image.shape[2:]
+    if min(h, w) < crop:
+        raise BadInputError(f"A training photo is smaller ({H}x{W}) than the crop size {crop}.")
+    mask = torch.from_numpy(random_mask(h, w, mask_seed))[None].float()             # [1, h, w]
+    top = int(torch.randint(0, h - crop + 1, (), generator=rng))
+    left = int(torch.randint(0, w - crop + 1, (), generator=rng))
+    image, mask = image[0, :, top:top + crop, left:left + crop], mask[:, top:top + crop, left:left + crop]
+    return (image.flip(2), mask.flip(2)) if torch.rand((), generator=rng).item() < 0.5 else (image, mask)
+
+
+def make_batch(photos: list[torch.Tensor], options: InpaintOptions, step: int,
+               work_side: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The global batch of step `step`: crops [B, 3, c, c] and masks [B, 1, c, c], from (seed, step)."""
     rng = common.step_generator(options.seed, step)
     picks = torch.randint(0, len(photos), (options.batch_size,), generator=rng)
+    mask_seeds = [common.step_seed(options.seed, step, 10 + i) % 2 ** 32 for i in range(options.batch_size)]
+    if options.inference_scale:
+        pairs = [inference_scale_crop(photos[int(p)], work_side, options.crop, rng, seed)
+                 for p, seed in zip(picks, mask_seeds)]
+        return torch.stack([image for image, _ in pairs]), torch.stack([mask for _, mask in pairs])
     images = torch.stack([random_crop(photos[int(i)], options.crop, rng) for i in picks])
-    masks = np.stack([random_mask(options.crop, options.crop, common.step_seed(options.seed, step, 10 + i) % 2 ** 32)
-                      for i in range(options.batch_size)])
+    masks = np.stack([random_mask(options.crop, options.crop, seed) for seed in mask_seeds])
     return images, torch.from_numpy(masks)[:, None].float()
 
 
@@ -134,7 +163,7 @@ def train_step(state: common.GanRun, photos: list[torch.Tensor], device: torch.d
     options, t = state.options, state.step
     part = common.local_slice(world, options.batch_size)
     torch.manual_seed(common.step_seed(options.seed, t, stream=1))
-    images, masks = make_batch(photos, options, t)
+    images, masks = make_batch(photos, options, t, state.model_config.work_side)
     images, masks = images[part].to(device), masks[part].to(device)
     adversarial = options.adv_weight > 0 and t >= options.adv_start
     losses = {}
