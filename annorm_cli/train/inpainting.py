@@ -107,13 +107,18 @@ def random_crop(photo: torch.Tensor, crop: int, rng: torch.Generator) -> torch.T
     if factor < 1.0:
         size = [max(crop, round(s * factor)) for s in photo.shape[1:]]
         image = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
-    H, W = image.shape[2:]
-    if min(H, W) < crop:
-        raise BadInputError(f"A training photo is smaller ({H}x{W}) than the crop size {crop}.")
+    if min(image.shape[2:]) < crop:
+        raise BadInputError(f"A training photo is smaller ({image.shape[2]}x{image.shape[3]}) than the crop size {crop}.")
+    return crop_and_flip([image[0]], crop, rng)[0]
+
+
+def crop_and_flip(planes: list[torch.Tensor], crop: int, rng: torch.Generator) -> list[torch.Tensor]:
+    """The same random crop x crop window of each [C, H, W] tensor, all mirrored or none."""
+    H, W = planes[0].shape[1:]
     top = int(torch.randint(0, H - crop + 1, (), generator=rng))
     left = int(torch.randint(0, W - crop + 1, (), generator=rng))
-    image = image[0, :, top:top + crop, left:left + crop]
-    return image.flip(2) if torch.rand((), generator=rng).item() < 0.5 else image
+    planes = [p[:, top:top + crop, left:left + crop] for p in planes]
+    return [p.flip(2) for p in planes] if torch.rand((), generator=rng).item() < 0.5 else planes
 
 
 def inference_scale_crop(photo: torch.Tensor, side: int, crop: int, rng: torch.Generator,
@@ -133,10 +138,8 @@ def inference_scale_crop(photo: torch.Tensor, side: int, crop: int, rng: torch.G
     if min(h, w) < crop:
         raise BadInputError(f"A training photo is smaller ({H}x{W}) than the crop size {crop}.")
     mask = torch.from_numpy(random_mask(h, w, mask_seed))[None].float()             # [1, h, w]
-    top = int(torch.randint(0, h - crop + 1, (), generator=rng))
-    left = int(torch.randint(0, w - crop + 1, (), generator=rng))
-    image, mask = image[0, :, top:top + crop, left:left + crop], mask[:, top:top + crop, left:left + crop]
-    return (image.flip(2), mask.flip(2)) if torch.rand((), generator=rng).item() < 0.5 else (image, mask)
+    image, mask = crop_and_flip([image[0], mask], crop, rng)
+    return image, mask
 
 
 def make_batch(photos: list[torch.Tensor], options: InpaintOptions, step: int,
