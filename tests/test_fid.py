@@ -51,3 +51,31 @@ def test_per_class_reference_is_computed_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setattr(fid, "inception_features", lambda *a, **k: calls.append(1))
     again = fid.per_class_reference(root, network)
     assert not calls and np.array_equal(again[1][1], first[1][1])
+
+
+def test_per_class_cache_follows_the_data_contents_not_its_copy(tmp_path, monkeypatch):
+    import shutil
+
+    import torch
+    from torch import nn
+
+    from annorm_cli.evaluate import fid
+    from helpers import tiny_image_folder
+    monkeypatch.setenv("ANNORM_CACHE", str(tmp_path / "cache"))
+    root = tiny_image_folder(tmp_path / "data")
+    (root / "train").rename(root / "test")
+    network = torch.jit.script(nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten()))
+    first = fid.per_class_reference(root, network)
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)                    # a fresh copy: new paths and mtimes, same bytes
+    calls = []
+    real = fid.inception_features
+    monkeypatch.setattr(fid, "inception_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = fid.per_class_reference(copy, network)
+    assert not calls and np.array_equal(again[0][0], first[0][0])
+    image = sorted((copy / "test").glob("*/*"))[0]
+    from PIL import Image
+    Image.new("RGB", Image.open(image).size, (255, 0, 0)).save(image)   # changed contents: recomputed
+    changed = fid.per_class_reference(copy, network)
+    assert calls
+    assert not all(np.array_equal(changed[c][0], first[c][0]) for c in first)

@@ -83,13 +83,12 @@ def per_class_reference(data: str | Path, network: torch.jit.ScriptModule, *, sp
                         batch_size: int = 50, progress: Optional[Callable[[int], None]] = None,
                         ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per-class (mu, sigma) of a split, computed once and cached under annorm's cache folder
-    (keyed by the data file's path, size and mtime): the references of intra-FID."""
+    (keyed by the data's contents, so a fresh copy of the same data hits it): the references of intra-FID."""
     import hashlib
 
     from annorm_cli.files import atomic_open
-    from annorm_cli.train.data import cache_dir, load_labelled_images
-    stat = Path(data).stat()
-    key = hashlib.sha256(f"{Path(data).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{split}|{NETWORK_FILE}".encode())
+    from annorm_cli.train.data import cache_dir, data_fingerprint, load_labelled_images
+    key = hashlib.sha256(f"{data_fingerprint(Path(data))}|{split}|{NETWORK_FILE}".encode())
     cached = cache_dir() / "fid" / f"per-class-{key.hexdigest()[:16]}.npz"
     if not cached.is_file():
         images = load_labelled_images(data, split)

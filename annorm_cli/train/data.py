@@ -32,6 +32,22 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def data_fingerprint(path: Path) -> str:
+    """A short key for the contents of a data set, stable across copies of it.
+
+    The sha256 of a file's bytes (a tar: ~0.1 s for CIFAR-10's 19 MB), or of a folder's relative
+    file names and bytes, so a fresh copy of the same data (new mtimes) still hits the cache.
+    """
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(f"{file.relative_to(path) if file != path else ''}\n".encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def _decode(data: bytes, name: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -81,14 +97,13 @@ def _decode_all(path: Path, split: str) -> LabelledImages:
 def load_labelled_images(path: str | os.PathLike, split: str = "train", *, use_cache: bool = True) -> LabelledImages:
     """Read an ImageFolder `split/<class>/<image>` from a directory or a (gzipped) tar.
 
-    Decoded once; the arrays are cached under `cache_dir()` keyed by the file's path, size and
-    modification time, so later runs start in a second.
+    Decoded once; the arrays are cached under `cache_dir()` keyed by the data's contents
+    (`data_fingerprint`), so later runs, and runs on a fresh copy of the data, start in a second.
     """
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"Data set '{path}' does not exist; pass a folder or a .tar(.gz) of an ImageFolder tree.")
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{split}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{data_fingerprint(path)}|{split}".encode()).hexdigest()[:16]
     cached = cache_dir() / "datasets" / f"{key}.npz"
     if use_cache and cached.is_file():
         with np.load(cached) as data:
