@@ -278,3 +278,28 @@ def test_python_api_matches_the_cli(tiny_weights, tmp_path, capsys):
     lay = annorm_cli.layouts(class_name="dog", seed=1, weights=str(tiny_weights))
     assert (lay.image == result.images[1]).all()
     np.testing.assert_allclose(lay.layouts["attention.attention"].sum(0), 1.0, rtol=1e-5)
+
+
+def test_evaluate_accuracy_reports_what_the_classifier_says_per_class(tiny_weights, tmp_path, capsys):
+    from annorm_cli.models.classifier import Classifier, ClassifierConfig
+    from annorm_cli.pipelines import generate_images
+    from annorm_cli.train.classifier import predict
+    torch.manual_seed(1)
+    config = ClassifierConfig(n_classes=2, widths=(4, 4, 4), class_names=("cat", "dog"))
+    scorer = Classifier(config).eval()
+    scorer_path = tmp_path / "scorer.safetensors"
+    weights.save(scorer, "Classifier", config.to_dict(), scorer_path, {"task": "classifier"})
+    code, out, err = annorm(capsys, "evaluate", "accuracy", "--weights", tiny_weights, "--classifier", scorer_path,
+                            "--per-class", 6, "--seed-offset", 10, "--no-real", "--json", tmp_path / "acc.json")
+    assert code == 0, err
+    result = json.loads((tmp_path / "acc.json").read_text())
+    generator, _ = weights.load(weights=tiny_weights)
+    images = torch.from_numpy(generate_images(generator, [0] * 6 + [1] * 6, list(range(10, 16)) * 2))
+    predicted = predict(scorer, images)
+    expected = [(predicted[:6] == 0).float().mean().item(), (predicted[6:] == 1).float().mean().item()]
+    assert [row["accuracy"] for row in result["samples"]] == pytest.approx(expected)
+    assert result["accuracy"] == pytest.approx(sum(expected) / 2) and result["real_test_images"] is None
+    assert "cat" in out and "dog" in out
+    code, _, err = annorm(capsys, "evaluate", "accuracy", "--weights", tiny_weights, "--classifier",
+                          tmp_path / "missing.safetensors", "--no-real")
+    assert code != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -79,3 +79,18 @@ def test_per_class_cache_follows_the_data_contents_not_its_copy(tmp_path, monkey
     changed = fid.per_class_reference(copy, network)
     assert calls
     assert not all(np.array_equal(changed[c][0], first[c][0]) for c in first)
+
+
+def test_confusion_matrix_and_per_class_report_by_hand():
+    import torch
+
+    from annorm_cli.evaluate.recognisability import confusion_matrix, per_class_report
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2])
+    predicted = torch.tensor([0, 0, 1, 2, 1, 1, 1, 1, 0])
+    counts = confusion_matrix(predicted, labels, 3)
+    assert counts.tolist() == [[2, 1, 1], [0, 2, 0], [1, 2, 0]]
+    report = per_class_report(counts, ["a", "b", "c"])
+    assert [r["accuracy"] for r in report] == [0.5, 1.0, 0.0]
+    assert (report[0]["mistaken_for"], report[0]["mistaken_share"]) == ("b", 0.25)     # tie b/c: the first
+    assert report[1]["mistaken_share"] == 0.0
+    assert (report[2]["mistaken_for"], report[2]["mistaken_share"]) == ("b", 2 / 3)

@@ -74,16 +74,19 @@ def train_step(run: ClassifierRun, data: LabelledImages) -> dict:
 
 
 @torch.no_grad()
-def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batch: int = 500) -> float:
-    """Top-1 accuracy of uint8 images [N, 3, 32, 32] (or [N, 32, 32, 3] numpy-order) against labels."""
+def predict(model: Classifier, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """Predicted labels [N] of uint8 images [N, 3, 32, 32] (or [N, 32, 32, 3] numpy-order)."""
     if images.shape[-1] == 3:
         images = images.permute(0, 3, 1, 2)
     model.eval()
-    correct = 0
-    for start in range(0, len(images), batch):
-        x = images[start:start + batch].float() / 127.5 - 1
-        correct += (model(x).argmax(1) == labels[start:start + batch]).sum().item()
-    return correct / max(1, len(images))
+    with torch.no_grad():
+        return torch.cat([model(images[start:start + batch].float() / 127.5 - 1).argmax(1)
+                          for start in range(0, len(images), batch)])
+
+
+def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batch: int = 500) -> float:
+    """Top-1 accuracy of uint8 images against labels."""
+    return (predict(model, images, batch) == labels).float().mean().item() if len(images) else 0.0
 
 
 def train(options: ClassifierOptions, run_dir: Path, *, resume: Optional[dict] = None,
