@@ -17,8 +17,8 @@ def data_dir(tmp_path, monkeypatch):
 
 
 def _options(data_dir, steps, **extra):
-    return trainer.TrainOptions(data=str(data_dir), steps=steps, batch_size=8, precision="fp32",
-                                sample_every=1000, log_every=1, **extra)
+    settings = {"batch_size": 8, "precision": "fp32", "sample_every": 1000, "log_every": 1, **extra}
+    return trainer.TrainOptions(data=str(data_dir), steps=steps, **settings)
 
 
 def _assert_same_models(a: dict, b: dict, exact=True):
@@ -165,3 +165,45 @@ def test_class_weight_teaches_the_discriminator_the_classes(data_dir, tmp_path):
                       device=torch.device("cpu"))
     plain, taught = (_class_loss_of_d(load_checkpoint(tmp_path / f"w{w}"), data_dir) for w in (0.0, 2.0))
     assert taught < plain - 0.05, (plain, taught)
+
+
+def _tiny_scorer(path, class_names=("cat", "dog")):
+    from annorm_cli import weights
+    from annorm_cli.models.classifier import Classifier, ClassifierConfig
+    torch.manual_seed(3)
+    config = ClassifierConfig(n_classes=len(class_names), widths=(4, 4, 4), class_names=class_names)
+    weights.save(Classifier(config).eval(), "Classifier", config.to_dict(), path, {"task": "classifier"})
+    return str(path)
+
+
+def test_scoring_samples_leaves_training_unchanged_and_matches_evaluate(data_dir, tmp_path, capsys):
+    import json
+
+    from annorm_cli.cli.errors import run_guarded
+    from annorm_cli.cli.app import app
+    scorer = _tiny_scorer(tmp_path / "scorer.safetensors")
+    trainer.train(_options(data_dir, 3, sample_every=3, classifier=scorer, score_per_class=4), TINY,
+                  tmp_path / "scored", device=torch.device("cpu"))
+    trainer.train(_options(data_dir, 3, classifier=""), TINY, tmp_path / "plain", device=torch.device("cpu"))
+    _assert_same_models(load_checkpoint(tmp_path / "scored"), load_checkpoint(tmp_path / "plain"))
+    logged = [json.loads(line) for line in (tmp_path / "scored" / "log.jsonl").read_text().splitlines()]
+    scored = [entry for entry in logged if "class_accuracy" in entry]
+    assert [entry["step"] for entry in scored] == [3] and len(scored[0]["class_accuracy_per_class"]) == 2
+    code = run_guarded(app, ["train", "export", str(tmp_path / "scored"), "--out", str(tmp_path / "g.safetensors")])
+    assert code == 0
+    code = run_guarded(app, ["evaluate", "accuracy", "--weights", str(tmp_path / "g.safetensors"), "--classifier",
+                             scorer, "--per-class", "4", "--no-real", "--json", str(tmp_path / "acc.json")])
+    assert code == 0, capsys.readouterr().err
+    measured = json.loads((tmp_path / "acc.json").read_text())
+    assert measured["accuracy"] == pytest.approx(scored[0]["class_accuracy"])
+    assert [r["accuracy"] for r in measured["samples"]] == pytest.approx(scored[0]["class_accuracy_per_class"], abs=1e-4)
+
+
+def test_a_classifier_of_other_classes_is_not_used_for_scoring(tmp_path):
+    scorer = _tiny_scorer(tmp_path / "scorer.safetensors", ("ship", "truck"))
+    model, why = trainer.load_scorer(scorer, ("cat", "dog"))
+    assert model is None and "other classes" in why
+    model, why = trainer.load_scorer(str(tmp_path / "missing.safetensors"), ("cat", "dog"))
+    assert model is None and "does not exist" in why
+    model, why = trainer.load_scorer(scorer, ("ship", "truck"))
+    assert model is not None and why == ""

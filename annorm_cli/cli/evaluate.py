@@ -148,24 +148,23 @@ def accuracy(
     """
     if per_class < 1:
         raise fail("--per-class must be a positive integer.")
-    import torch
     from rich.console import Console
     from rich.table import Table
 
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
-    from annorm_cli.evaluate.recognisability import confusion_matrix, per_class_report
-    from annorm_cli.pipelines import generate_images
+    from annorm_cli.evaluate.recognisability import confusion_matrix, per_class_report, sample_confusion
     from annorm_cli.train.classifier import predict
 
     scorer, scorer_card = _load_classifier(classifier)
     generator, card = weight_files.load(model, weights)
     names = list(card.get("classes") or [str(c) for c in range(generator.config.n_classes)])
     n = len(names)
-    classes = torch.tensor([c for c in range(n) for _ in range(per_class)])
-    seeds = [seed_offset + s for _ in range(n) for s in range(per_class)]
-    images = torch.from_numpy(generate_images(generator, classes.tolist(), seeds, device=resolve_device(device)))
-    samples = per_class_report(confusion_matrix(predict(scorer, images), classes, n), names)
+    if tuple(scorer.config.class_names) != tuple(names):
+        raise fail(f"The classifier knows the classes {', '.join(scorer.config.class_names)}, "
+                   f"not the generator's {', '.join(names)}; pass a matching --classifier.")
+    counts = sample_confusion(generator, scorer, per_class, seed_offset=seed_offset, device=resolve_device(device))
+    samples = per_class_report(counts, names)
     reference = None
     if real:
         if not test_data.exists():

@@ -61,6 +61,11 @@ class _Reporter:
             if info["step"] > 0:
                 self.console.print("resumed: settings typed on this command override the checkpoint's; "
                                    "the rest come from the checkpoint")
+            if "scorer" in info:
+                self.console.print(f"class accuracy of the samples scored by: {info['scorer']}")
+        elif kind == "samples" and "class_accuracy" in info:
+            self.console.print(f"samples: step {info['step']}, {info['path']}, "
+                               f"class accuracy {info['class_accuracy']:.1%}")
         elif kind in ("checkpoint", "samples", "stop"):
             self.console.print(f"{kind}: {info}")
 
@@ -90,6 +95,10 @@ def train_class(
     d_channels: str = typer.Option("64,128,128,128", help="Discriminator widths at 16,8,4,4 px (new runs only)."),
     entities: int = typer.Option(16, help="AN entities (new runs only)."),
     sample_every: int = typer.Option(500, help="Write a sample grid every N steps."),
+    classifier: str = typer.Option("cifar10-classifier", help="Registry name or .safetensors of a classifier that "
+                                                               "scores 100 samples per class at every sample grid "
+                                                               "(logged as class_accuracy; '' to skip). Used only "
+                                                               "when its classes are the data's."),
     checkpoint_minutes: float = typer.Option(5.0, help="Write a checkpoint every N minutes (and at Ctrl-C)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps (under torchrun: cuda:LOCAL_RANK)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads per process (default: torch's choice)."),
@@ -121,7 +130,8 @@ def train_class(
         data=str(data), split=split, steps=steps, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, d_steps=d_steps,
         lr_decay_start=lr_decay_start, ema_decay=ema_decay, ortho_weight=ortho_weight, class_weight=class_weight,
         diffaugment=diffaugment,
-        seed=seed, precision=precision, sample_every=sample_every, checkpoint_minutes=checkpoint_minutes)
+        seed=seed, precision=precision, sample_every=sample_every, checkpoint_minutes=checkpoint_minutes,
+        classifier=classifier)
     model_config = ClassConditionalConfig(attention=attention, g_channels=_channels(g_channels, "--g-channels"),
                                           d_channels=_channels(d_channels, "--d-channels"), n_entities=entities)
     reporter = _Reporter(quiet, local_rank == 0 and int(os.environ.get("RANK", "0")) == 0)

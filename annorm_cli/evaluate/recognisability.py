@@ -22,3 +22,16 @@ def per_class_report(counts: torch.Tensor, class_names: list[str]) -> list[dict]
         report.append({"class": name, "samples": int(row.sum()), "accuracy": float(row[c]) / total,
                        "mistaken_for": class_names[confused], "mistaken_share": float(row[confused]) / total})
     return report
+
+
+def sample_confusion(generator: torch.nn.Module, scorer: torch.nn.Module, per_class: int, *, seed_offset: int = 0,
+                     device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """counts[true, predicted] [n_classes, n_classes] of `per_class` samples of every class (seeds
+    seed_offset ... seed_offset + per_class - 1, the same for every class) as the scorer labels them."""
+    from annorm_cli.pipelines import generate_images
+    from annorm_cli.train.classifier import predict
+    n_classes = generator.config.n_classes
+    classes = torch.arange(n_classes).repeat_interleave(per_class)                      # [n * per_class]
+    seeds = [seed_offset + s for s in range(per_class)] * n_classes
+    images = torch.from_numpy(generate_images(generator, classes.tolist(), seeds, device=device))
+    return confusion_matrix(predict(scorer.to("cpu"), images), classes, n_classes)

@@ -46,6 +46,8 @@ class TrainOptions:
     sample_every: int = 500
     checkpoint_minutes: float = 5.0
     log_every: int = 20
+    classifier: str = "cifar10-classifier"   # scores the samples at every sample grid ("" to skip)
+    score_per_class: int = 100
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -194,6 +196,32 @@ def sample_sheet(generator: Generator, config: ClassConditionalConfig, *, per_cl
     return make_grid(to_uint8(images), per_class)
 
 
+def load_scorer(name: str, class_names: tuple[str, ...]) -> tuple[Optional[torch.nn.Module], str]:
+    """The classifier that scores samples during training, and why there is none when it is None:
+    a registry name or .safetensors file whose classes are the data's."""
+    from annorm_cli import weights
+    from annorm_cli.errors import WeightsError
+    if not name:
+        return None, "no classifier given"
+    is_file = name.endswith(".safetensors")
+    try:
+        scorer, _ = weights.load(None if is_file else name, name if is_file else None, task="classifier")
+    except WeightsError as exc:
+        return None, str(exc)
+    if tuple(scorer.config.class_names) != tuple(class_names):
+        return None, f"classifier '{name}' knows other classes than the data's"
+    return scorer, ""
+
+
+def score_samples(generator: Generator, scorer: torch.nn.Module, per_class: int) -> dict:
+    """Class accuracy of `per_class` samples of every class (seeds 0 ... per_class - 1): overall
+    and per class, as `annorm evaluate accuracy --per-class N` measures an exported model."""
+    from annorm_cli.evaluate.recognisability import sample_confusion
+    counts = sample_confusion(generator, scorer, per_class, device=next(generator.parameters()).device)
+    return {"class_accuracy": float(counts.diag().sum() / counts.sum()),
+            "class_accuracy_per_class": [round(v, 4) for v in (counts.diag() / counts.sum(1)).tolist()]}
+
+
 # ----------------------------------------------------------------------------- the loop
 def choose_precision(state: RunState, data: LabelledImages, device: torch.device,
                      world: common.World) -> tuple[str, dict[str, float]]:
@@ -242,16 +270,23 @@ def train(options: TrainOptions, model_config: ClassConditionalConfig, run_dir: 
     run_dir = Path(run_dir)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+    scorer, no_scorer = load_scorer(options.classifier, model_config.class_names)
     on_event("start", {"step": state.step, "steps": options.steps, "precision": state.precision,
-                       "world": world.size, "images": len(data.labels)})
+                       "world": world.size, "images": len(data.labels),
+                       "scorer": options.classifier if scorer is not None else f"none ({no_scorer})"})
+
+    def samples() -> dict:
+        generator = sampling_copy(state)
+        info = {"path": str(save_png(sample_sheet(generator, model_config), run_dir / f"samples-{state.step:07d}.png"))}
+        if scorer is not None:
+            info.update(score_samples(generator, scorer, options.score_per_class))
+        return info
+
     common.run_loop(
         state, lambda: train_step(state, data, device, world), steps=options.steps, log_every=options.log_every,
         sample_every=options.sample_every, checkpoint_minutes=options.checkpoint_minutes,
         images_per_step=options.batch_size * options.d_steps, run_dir=run_dir, world=world,
-        save_fn=lambda: state.save(run_dir, world),
-        sample_fn=lambda: str(save_png(sample_sheet(sampling_copy(state), model_config),
-                                       run_dir / f"samples-{state.step:07d}.png")),
-        on_event=on_event)
+        save_fn=lambda: state.save(run_dir, world), sample_fn=samples, on_event=on_event)
     return state
 
 

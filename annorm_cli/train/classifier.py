@@ -110,7 +110,7 @@ def train(options: ClassifierOptions, run_dir: Path, *, resume: Optional[dict] =
                     sample_every=10 ** 12, checkpoint_minutes=options.checkpoint_minutes,
                     images_per_step=options.batch_size, run_dir=run_dir, world=world,
                     save_fn=lambda: common.atomic_save(run.checkpoint(), run_dir / common.CHECKPOINT_NAME),
-                    sample_fn=lambda: "", on_event=on_event)
+                    sample_fn=lambda: {}, on_event=on_event)
     return run
 
 

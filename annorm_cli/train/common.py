@@ -91,7 +91,7 @@ def epoch_batches(n_items: int, batch: int, seed: int, batch_index: int) -> torc
     return order[position * batch:(position + 1) * batch]
 
 
-RUN_CONTROLS = ("data", "steps", "sample_every", "checkpoint_minutes", "log_every")
+RUN_CONTROLS = ("data", "steps", "sample_every", "checkpoint_minutes", "log_every", "classifier", "score_per_class")
 
 
 def resumed_options(saved: dict, given, overrides: frozenset[str] = frozenset()):
@@ -239,10 +239,11 @@ class StopFlag:
 
 def run_loop(state, step_fn: Callable[[], dict], *, steps: int, log_every: int, sample_every: int,
              checkpoint_minutes: float, images_per_step: int, run_dir: Path, world: World,
-             save_fn: Callable[[], None], sample_fn: Callable[[], str],
+             save_fn: Callable[[], None], sample_fn: Callable[[], dict],
              on_event: Callable[[str, dict], None]) -> bool:
     """The loop every trainer shares: step until `steps` or Ctrl-C / SIGTERM, log (log.jsonl +
     events), write samples and atomic checkpoints on schedule, and a final checkpoint.
+    `sample_fn` returns what it wrote ({"path": ...} and any scores), logged with the step.
     `state` needs `.step` and `.wall_time`; returns True if stopped by a signal."""
     stop = StopFlag()
     last_checkpoint = time.monotonic()
@@ -264,7 +265,10 @@ def run_loop(state, step_fn: Callable[[], dict], *, steps: int, log_every: int, 
                         log.write(json.dumps(info) + "\n")
                 on_event("log", info)
             if world.is_main and state.step % sample_every == 0:
-                on_event("samples", {"path": sample_fn()})
+                info = {"step": state.step, **sample_fn()}
+                with open(Path(run_dir) / "log.jsonl", "a") as log:
+                    log.write(json.dumps(info) + "\n")
+                on_event("samples", info)
             if time.monotonic() - last_checkpoint > checkpoint_minutes * 60:
                 save_fn()
                 last_checkpoint = time.monotonic()

@@ -237,9 +237,9 @@ def train(options: InpaintOptions, config: InpaintConfig, run_dir: Path, *, devi
     on_event("start", {"step": state.step, "steps": options.steps, "precision": state.precision,
                        "world": world.size, "images": len(photos)})
 
-    def sample() -> str:
+    def sample() -> dict:
         strip = sample_strip(copy.deepcopy(state.ema.model).cpu(), preview, options.crop)
-        return str(save_png(strip, run_dir / f"samples-{state.step:07d}.png"))
+        return {"path": str(save_png(strip, run_dir / f"samples-{state.step:07d}.png"))}
 
     common.run_loop(state, lambda: train_step(state, photos, device, world), steps=options.steps,
                     log_every=options.log_every, sample_every=options.sample_every,
