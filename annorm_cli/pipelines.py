@@ -60,6 +60,30 @@ def latent(seed: int, z_dim: int, truncation: Optional[float] = None) -> torch.T
     return z
 
 
+STANDING_SEEDS = 2 ** 31 - 4096   # latents of the standing statistics: seeds users rarely pick
+
+
+def for_truncation(generator: torch.nn.Module, truncation: Optional[float], *, batches: int = 16,
+                   batch: int = 64) -> torch.nn.Module:
+    """The generator ready to sample latents truncated to |z| <= truncation, as BigGAN does: a copy
+    whose batch-norm statistics are recomputed (standing statistics) over batches of such latents.
+    With the statistics of full-variance latents, truncated latents shrink every activation and
+    images go dark and alike. No truncation: the generator itself."""
+    if truncation is None:
+        return generator
+    import copy
+
+    from annorm_cli.models.class_conditional import standing_statistics
+    config = generator.config
+    device = next(generator.parameters()).device
+    labels = torch.arange(batch) % config.n_classes                                          # [batch], balanced
+    draws = [(torch.stack([latent(STANDING_SEEDS + b * batch + i, config.z_dim, truncation)
+                           for i in range(batch)]).to(device), labels.to(device)) for b in range(batches)]
+    prepared = copy.deepcopy(generator)
+    standing_statistics(prepared, draws)
+    return prepared
+
+
 @torch.no_grad()
 def generate_images(generator: torch.nn.Module, class_indices: Sequence[int], seeds: Sequence[int], *,
                     truncation: Optional[float] = None, batch_size: int = 64,
@@ -74,7 +98,7 @@ def generate_images(generator: torch.nn.Module, class_indices: Sequence[int], se
     if batch_size < 1:
         raise BadInputError(f"The batch size must be a positive integer, got {batch_size}.")
     z_dim = generator.config.z_dim
-    generator = generator.to(device).eval()
+    generator = for_truncation(generator.to(device), truncation).eval()
     chunks = []
     for start in range(0, len(seeds), batch_size):
         stop = min(start + batch_size, len(seeds))
@@ -255,5 +279,5 @@ def interpolate(generator: torch.nn.Module, classes: tuple[int, int], seeds: tup
     weights = torch.zeros(frames, config.n_classes)
     weights[:, classes[0]] += 1 - steps
     weights[:, classes[1]] += steps                                                # [F, n_classes]
-    generator = generator.to(device).eval()
+    generator = for_truncation(generator.to(device), truncation).eval()
     return to_uint8(generator(z.to(device), weights.to(device)))

@@ -132,6 +132,7 @@ def accuracy(
     weights: Optional[Path] = typer.Option(None, help="Or a .safetensors file with its card."),
     per_class: int = typer.Option(200, help="Samples per class."),
     seed_offset: int = typer.Option(0, help="Seeds are offset + 0 ... per_class - 1 for every class."),
+    truncation: Optional[float] = typer.Option(None, help="Truncated-normal latent |z| <= T, as in generate."),
     classifier: str = typer.Option("cifar10-classifier", help="Registry name or .safetensors of the classifier."),
     test_data: Path = typer.Option(Path("../shared/data/cifar10-jpeg.tar.gz"),
                                    help="Tar or tree whose test/ split shows how well the classifier knows each class "
@@ -148,6 +149,8 @@ def accuracy(
     """
     if per_class < 1:
         raise fail("--per-class must be a positive integer.")
+    if truncation is not None and truncation <= 0:
+        raise fail(f"--truncation must be positive, got {truncation}.")
     from rich.console import Console
     from rich.table import Table
 
@@ -163,7 +166,8 @@ def accuracy(
     if tuple(scorer.config.class_names) != tuple(names):
         raise fail(f"The classifier knows the classes {', '.join(scorer.config.class_names)}, "
                    f"not the generator's {', '.join(names)}; pass a matching --classifier.")
-    counts = sample_confusion(generator, scorer, per_class, seed_offset=seed_offset, device=resolve_device(device))
+    counts = sample_confusion(generator, scorer, per_class, seed_offset=seed_offset, truncation=truncation,
+                              device=resolve_device(device))
     samples = per_class_report(counts, names)
     reference = None
     if real:
@@ -172,8 +176,9 @@ def accuracy(
         from annorm_cli.train.data import load_labelled_images
         test = load_labelled_images(test_data, "test")
         reference = per_class_report(confusion_matrix(predict(scorer, test.images), test.labels, n), names)
+    truncated = f", truncation {truncation}" if truncation else ""
     table = Table(title=f"class accuracy of {model or weights or 'cifar10-an'} samples "
-                        f"({per_class} per class, classifier {scorer_card['sha256'][:12]})")
+                        f"({per_class} per class{truncated}, classifier {scorer_card['sha256'][:12]})")
     for column in ("class", "samples called it", "mistaken most for", "real test images called it"):
         table.add_column(column)
     for c, row in enumerate(samples):
@@ -185,7 +190,8 @@ def accuracy(
     Console().print(table)
     if json_out:
         json_out.write_text(json.dumps({"model_sha256": card["sha256"], "steps": card.get("steps"),
-                                        "per_class": per_class, "seed_offset": seed_offset, "accuracy": overall,
+                                        "per_class": per_class, "seed_offset": seed_offset,
+                                        "truncation": truncation, "accuracy": overall,
                                         "samples": samples, "real_test_images": reference,
                                         "classifier_sha256": scorer_card["sha256"]}, indent=2) + "\n")
 

@@ -1,6 +1,8 @@
 """Per-class recognisability of generated samples: what a classifier says each class's samples are."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 
@@ -25,7 +27,7 @@ def per_class_report(counts: torch.Tensor, class_names: list[str]) -> list[dict]
 
 
 def sample_confusion(generator: torch.nn.Module, scorer: torch.nn.Module, per_class: int, *, seed_offset: int = 0,
-                     device: torch.device = torch.device("cpu")) -> torch.Tensor:
+                     truncation: Optional[float] = None, device: torch.device = torch.device("cpu")) -> torch.Tensor:
     """counts[true, predicted] [n_classes, n_classes] of `per_class` samples of every class (seeds
     seed_offset ... seed_offset + per_class - 1, the same for every class) as the scorer labels them."""
     from annorm_cli.pipelines import generate_images
@@ -33,5 +35,6 @@ def sample_confusion(generator: torch.nn.Module, scorer: torch.nn.Module, per_cl
     n_classes = generator.config.n_classes
     classes = torch.arange(n_classes).repeat_interleave(per_class)                      # [n * per_class]
     seeds = [seed_offset + s for s in range(per_class)] * n_classes
-    images = torch.from_numpy(generate_images(generator, classes.tolist(), seeds, device=device))
+    images = torch.from_numpy(generate_images(generator, classes.tolist(), seeds, truncation=truncation,
+                                              device=device))
     return confusion_matrix(predict(scorer.to("cpu"), images), classes, n_classes)
