@@ -299,6 +299,7 @@ def test_evaluate_accuracy_reports_what_the_classifier_says_per_class(tiny_weigh
     expected = [(predicted[:6] == 0).float().mean().item(), (predicted[6:] == 1).float().mean().item()]
     assert [row["accuracy"] for row in result["samples"]] == pytest.approx(expected)
     assert result["accuracy"] == pytest.approx(sum(expected) / 2) and result["real_test_images"] is None
+    assert result["samples"][0]["spread"] == pytest.approx(images[:6].double().std(0).mean().item())
     assert "cat" in out and "dog" in out
     code, _, err = annorm(capsys, "evaluate", "accuracy", "--weights", tiny_weights, "--classifier",
                           tmp_path / "missing.safetensors", "--no-real")

@@ -94,3 +94,14 @@ def test_confusion_matrix_and_per_class_report_by_hand():
     assert (report[0]["mistaken_for"], report[0]["mistaken_share"]) == ("b", 0.25)     # tie b/c: the first
     assert report[1]["mistaken_share"] == 0.0
     assert (report[2]["mistaken_for"], report[2]["mistaken_share"]) == ("b", 2 / 3)
+
+
+def test_spread_is_zero_for_look_alikes_and_the_pixel_std_otherwise():
+    import torch
+
+    from annorm_cli.evaluate.recognisability import spread
+    images = torch.zeros(4, 2, 2, 3, dtype=torch.uint8)
+    images[3] = 255                                   # class 1: one black, one white image
+    labels = torch.tensor([0, 0, 1, 1])
+    same, mixed = spread(images, labels, 2)
+    assert same == 0.0 and mixed == pytest.approx(255 / 2 ** 0.5)     # sample std of {0, 255}

@@ -207,3 +207,16 @@ def test_a_classifier_of_other_classes_is_not_used_for_scoring(tmp_path):
     assert model is None and "does not exist" in why
     model, why = trainer.load_scorer(scorer, ("ship", "truck"))
     assert model is not None and why == ""
+
+
+def test_class_weight_g_sets_the_generators_share_alone(data_dir, tmp_path):
+    runs = {"same": dict(class_weight=2.0), "g2": dict(class_weight=2.0, class_weight_g=2.0),
+            "g0": dict(class_weight=2.0, class_weight_g=0.0)}
+    saved = {}
+    for name, extra in runs.items():
+        trainer.train(_options(data_dir, 1, **extra), TINY, tmp_path / name, device=torch.device("cpu"))
+        saved[name] = load_checkpoint(tmp_path / name)
+    _assert_same_models(saved["same"], saved["g2"])            # None means: the same weight as D's
+    # step 1 updates D before G, so D is the same; G's update differs only by its class loss
+    assert all(torch.equal(v, saved["g2"]["D"][k]) for k, v in saved["g0"]["D"].items())
+    assert any(not torch.equal(v, saved["g2"]["G"][k]) for k, v in saved["g0"]["G"].items())

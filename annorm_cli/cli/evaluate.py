@@ -145,7 +145,9 @@ def accuracy(
 
     A quick recognisability check (200 per class: about a minute on a 2-core CPU), next to the
     classifier's own accuracy on real test images of the class, and what each class is most
-    often mistaken for. Example: annorm evaluate accuracy --per-class 200
+    often mistaken for. Spread: the pixel standard deviation across a class's images (0-255),
+    for samples and real test images; samples far below the real spread have collapsed to a few
+    look-alikes. Example: annorm evaluate accuracy --per-class 200
     """
     if per_class < 1:
         raise fail("--per-class must be a positive integer.")
@@ -156,7 +158,7 @@ def accuracy(
 
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
-    from annorm_cli.evaluate.recognisability import confusion_matrix, per_class_report, sample_confusion
+    from annorm_cli.evaluate.recognisability import class_samples, confusion_matrix, per_class_report, spread
     from annorm_cli.train.classifier import predict
 
     scorer, scorer_card = _load_classifier(classifier)
@@ -166,9 +168,11 @@ def accuracy(
     if tuple(scorer.config.class_names) != tuple(names):
         raise fail(f"The classifier knows the classes {', '.join(scorer.config.class_names)}, "
                    f"not the generator's {', '.join(names)}; pass a matching --classifier.")
-    counts = sample_confusion(generator, scorer, per_class, seed_offset=seed_offset, truncation=truncation,
-                              device=resolve_device(device))
-    samples = per_class_report(counts, names)
+    images, classes = class_samples(generator, per_class, seed_offset=seed_offset, truncation=truncation,
+                                    device=resolve_device(device))
+    samples = per_class_report(confusion_matrix(predict(scorer, images), classes, n), names)
+    for row, value in zip(samples, spread(images, classes, n)):
+        row["spread"] = value
     reference = None
     if real:
         if not test_data.exists():
@@ -176,17 +180,23 @@ def accuracy(
         from annorm_cli.train.data import load_labelled_images
         test = load_labelled_images(test_data, "test")
         reference = per_class_report(confusion_matrix(predict(scorer, test.images), test.labels, n), names)
+        for row, value in zip(reference, spread(test.images, test.labels, n)):
+            row["spread"] = value
     truncated = f", truncation {truncation}" if truncation else ""
     table = Table(title=f"class accuracy of {model or weights or 'cifar10-an'} samples "
                         f"({per_class} per class{truncated}, classifier {scorer_card['sha256'][:12]})")
-    for column in ("class", "samples called it", "mistaken most for", "real test images called it"):
+    for column in ("class", "samples called it", "mistaken most for", "real test images called it",
+                   "spread: samples", "spread: real"):
         table.add_column(column)
     for c, row in enumerate(samples):
         mistaken = f"{row['mistaken_for']} ({row['mistaken_share']:.1%})" if row["mistaken_share"] else "-"
         table.add_row(row["class"], f"{row['accuracy']:.1%}", mistaken,
-                      f"{reference[c]['accuracy']:.1%}" if reference else "-")
-    overall = sum(row["accuracy"] for row in samples) / n
-    table.add_row("all", f"{overall:.1%}", "", f"{sum(r['accuracy'] for r in reference) / n:.1%}" if reference else "-")
+                      f"{reference[c]['accuracy']:.1%}" if reference else "-", f"{row['spread']:.1f}",
+                      f"{reference[c]['spread']:.1f}" if reference else "-")
+    mean = lambda rows, key: sum(row[key] for row in rows) / n  # noqa: E731
+    overall = mean(samples, "accuracy")
+    table.add_row("all", f"{overall:.1%}", "", f"{mean(reference, 'accuracy'):.1%}" if reference else "-",
+                  f"{mean(samples, 'spread'):.1f}", f"{mean(reference, 'spread'):.1f}" if reference else "-")
     Console().print(table)
     if json_out:
         json_out.write_text(json.dumps({"model_sha256": card["sha256"], "steps": card.get("steps"),

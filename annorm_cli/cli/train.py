@@ -87,6 +87,9 @@ def train_class(
     ortho_weight: float = typer.Option(1e-3, help="Weight of the AN orthogonality penalty."),
     class_weight: float = typer.Option(0.0, help="Weight of an auxiliary class loss: cross-entropy of D's class "
                                                   "projection, on real images for D and on fakes for G."),
+    class_weight_g: Optional[float] = typer.Option(None, help="G's weight of the class loss on fakes (default: "
+                                                               "--class-weight). 0 keeps it in D only: on G it "
+                                                               "collapsed each class to a few look-alikes here."),
     diffaugment: bool = typer.Option(False, help="DiffAugment colour/translation/cutout on real and fake images."),
     seed: int = typer.Option(0, help="Run seed: data order, noise and AN sampling derive from it and the step."),
     precision: str = typer.Option("auto", help="auto | fp32 | bf16 (auto times both and keeps the faster)."),
@@ -129,6 +132,7 @@ def train_class(
     options = trainer.TrainOptions(
         data=str(data), split=split, steps=steps, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, d_steps=d_steps,
         lr_decay_start=lr_decay_start, ema_decay=ema_decay, ortho_weight=ortho_weight, class_weight=class_weight,
+        class_weight_g=class_weight_g,
         diffaugment=diffaugment,
         seed=seed, precision=precision, sample_every=sample_every, checkpoint_minutes=checkpoint_minutes,
         classifier=classifier)

@@ -26,15 +26,19 @@ def per_class_report(counts: torch.Tensor, class_names: list[str]) -> list[dict]
     return report
 
 
-def sample_confusion(generator: torch.nn.Module, scorer: torch.nn.Module, per_class: int, *, seed_offset: int = 0,
-                     truncation: Optional[float] = None, device: torch.device = torch.device("cpu")) -> torch.Tensor:
-    """counts[true, predicted] [n_classes, n_classes] of `per_class` samples of every class (seeds
-    seed_offset ... seed_offset + per_class - 1, the same for every class) as the scorer labels them."""
+def class_samples(generator: torch.nn.Module, per_class: int, *, seed_offset: int = 0,
+                  truncation: Optional[float] = None,
+                  device: torch.device = torch.device("cpu")) -> tuple[torch.Tensor, torch.Tensor]:
+    """`per_class` samples of every class, seeds seed_offset ... seed_offset + per_class - 1 (the same
+    for every class): images [n_classes * per_class, H, W, 3] uint8 and their classes [n_classes * per_class]."""
     from annorm_cli.pipelines import generate_images
-    from annorm_cli.train.classifier import predict
-    n_classes = generator.config.n_classes
-    classes = torch.arange(n_classes).repeat_interleave(per_class)                      # [n * per_class]
-    seeds = [seed_offset + s for s in range(per_class)] * n_classes
-    images = torch.from_numpy(generate_images(generator, classes.tolist(), seeds, truncation=truncation,
-                                              device=device))
-    return confusion_matrix(predict(scorer.to("cpu"), images), classes, n_classes)
+    classes = torch.arange(generator.config.n_classes).repeat_interleave(per_class)
+    seeds = [seed_offset + s for s in range(per_class)] * generator.config.n_classes
+    images = generate_images(generator, classes.tolist(), seeds, truncation=truncation, device=device)
+    return torch.from_numpy(images), classes
+
+
+def spread(images: torch.Tensor, labels: torch.Tensor, n_classes: int) -> list[float]:
+    """Per class: the standard deviation of each pixel value across that class's images, averaged
+    over pixels (0-255 scale). Images that all look alike (mode collapse) score near 0."""
+    return [images[labels == c].float().std(0).mean().item() for c in range(n_classes)]

@@ -40,6 +40,7 @@ class TrainOptions:
     ema_decay: float = 0.999
     ortho_weight: float = 1e-3
     class_weight: float = 0.0           # auxiliary cross-entropy of D's class projection: real in D, fake in G
+    class_weight_g: Optional[float] = None   # G's share of it (None: class_weight); > 0 collapsed classes here
     diffaugment: bool = False
     seed: int = 0
     precision: str = "auto"
@@ -158,8 +159,9 @@ def train_step(state: RunState, data: LabelledImages, device: torch.device, worl
         fake = G(z, fake_labels)
         logits, class_scores = D_local(_augment(fake, options, rng, part), fake_labels, class_scores=True)
         loss_g = -logits.mean()
-        if options.class_weight:
-            loss_g = loss_g + options.class_weight * F.cross_entropy(class_scores.float(), fake_labels)
+        weight_g = options.class_weight if options.class_weight_g is None else options.class_weight_g
+        if weight_g:
+            loss_g = loss_g + weight_g * F.cross_entropy(class_scores.float(), fake_labels)
     penalty_g = orthogonality_penalty(common.unwrap(G)) * options.ortho_weight
     state.opt_g.zero_grad(set_to_none=True)
     (loss_g.float() + penalty_g).backward()
@@ -214,12 +216,17 @@ def load_scorer(name: str, class_names: tuple[str, ...]) -> tuple[Optional[torch
 
 
 def score_samples(generator: Generator, scorer: torch.nn.Module, per_class: int) -> dict:
-    """Class accuracy of `per_class` samples of every class (seeds 0 ... per_class - 1): overall
-    and per class, as `annorm evaluate accuracy --per-class N` measures an exported model."""
-    from annorm_cli.evaluate.recognisability import sample_confusion
-    counts = sample_confusion(generator, scorer, per_class, device=next(generator.parameters()).device)
+    """Class accuracy of `per_class` samples of every class (seeds 0 ... per_class - 1), overall and
+    per class, as `annorm evaluate accuracy --per-class N` measures an exported model; and their
+    spread within each class (pixel std across samples: falls towards 0 when a class collapses)."""
+    from annorm_cli.evaluate.recognisability import class_samples, confusion_matrix, spread
+    from annorm_cli.train.classifier import predict
+    images, classes = class_samples(generator, per_class, device=next(generator.parameters()).device)
+    counts = confusion_matrix(predict(scorer, images), classes, generator.config.n_classes)
+    spreads = spread(images, classes, generator.config.n_classes)
     return {"class_accuracy": float(counts.diag().sum() / counts.sum()),
-            "class_accuracy_per_class": [round(v, 4) for v in (counts.diag() / counts.sum(1)).tolist()]}
+            "class_accuracy_per_class": [round(v, 4) for v in (counts.diag() / counts.sum(1)).tolist()],
+            "class_spread": sum(spreads) / len(spreads), "class_spread_per_class": [round(v, 2) for v in spreads]}
 
 
 # ----------------------------------------------------------------------------- the loop
