@@ -149,6 +149,12 @@ def load(model: Optional[str] = None, weights: Optional[str | os.PathLike] = Non
     return build_model(card, load_state(path, card)), card
 
 
+def load_classifier(name_or_file: str) -> tuple[torch.nn.Module, dict]:
+    """(classifier, card) for a registry name or a .safetensors file (told apart by the suffix)."""
+    is_file = name_or_file.endswith(".safetensors")
+    return load(None if is_file else name_or_file, name_or_file if is_file else None, task="classifier")
+
+
 def save(model: torch.nn.Module, architecture: str, config: dict, path: Path, card: dict) -> dict:
     """Write `model`'s weights as safetensors and its card (config, sha256 + `card`) beside it."""
     from safetensors.torch import save

@@ -87,9 +87,10 @@ def fid(
         typer.echo(f"intra-FID {result['intra_fid']:.2f} (mean over {len(scores)} classes, "
                    f"{per_class} samples each vs that class's test images)")
     if classifier:
+        from annorm_cli import weights as weight_files
         from annorm_cli.errors import WeightsError
         try:
-            loaded = _load_classifier(classifier)
+            loaded = weight_files.load_classifier(classifier)
         except WeightsError as exc:
             typer.echo(f"class accuracy skipped: {exc}", err=True)
         else:
@@ -117,13 +118,6 @@ def fid(
         weight_files.record_metrics(card_path, entries)
     if json_out:
         json_out.write_text(json.dumps(result, indent=2) + "\n")
-
-
-def _load_classifier(classifier: str):
-    """(model, card) of the classifier named by a registry name or a .safetensors file."""
-    from annorm_cli import weights as weight_files
-    is_file = classifier.endswith(".safetensors")
-    return weight_files.load(None if is_file else classifier, classifier if is_file else None, task="classifier")
 
 
 @app.command("accuracy")
@@ -161,7 +155,7 @@ def accuracy(
     from annorm_cli.evaluate.recognisability import class_samples, confusion_matrix, per_class_report, spread
     from annorm_cli.train.classifier import predict
 
-    scorer, scorer_card = _load_classifier(classifier)
+    scorer, scorer_card = weight_files.load_classifier(classifier)
     generator, card = weight_files.load(model, weights)
     names = list(card.get("classes") or [str(c) for c in range(generator.config.n_classes)])
     n = len(names)

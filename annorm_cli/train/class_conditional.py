@@ -205,9 +205,8 @@ def load_scorer(name: str, class_names: tuple[str, ...]) -> tuple[Optional[torch
     from annorm_cli.errors import WeightsError
     if not name:
         return None, "no classifier given"
-    is_file = name.endswith(".safetensors")
     try:
-        scorer, _ = weights.load(None if is_file else name, name if is_file else None, task="classifier")
+        scorer, _ = weights.load_classifier(name)
     except WeightsError as exc:
         return None, str(exc)
     if tuple(scorer.config.class_names) != tuple(class_names):
@@ -277,7 +276,8 @@ def train(options: TrainOptions, model_config: ClassConditionalConfig, run_dir: 
     run_dir = Path(run_dir)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    scorer, no_scorer = load_scorer(options.classifier, model_config.class_names)
+    # only rank 0 writes and scores sample grids
+    scorer, no_scorer = load_scorer(options.classifier if world.is_main else "", model_config.class_names)
     on_event("start", {"step": state.step, "steps": options.steps, "precision": state.precision,
                        "world": world.size, "images": len(data.labels),
                        "scorer": options.classifier if scorer is not None else f"none ({no_scorer})"})
