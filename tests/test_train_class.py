@@ -199,6 +199,56 @@ def test_scoring_samples_leaves_training_unchanged_and_matches_evaluate(data_dir
     assert [r["accuracy"] for r in measured["samples"]] == pytest.approx(scored[0]["class_accuracy_per_class"], abs=1e-4)
 
 
+def _fake_inception(monkeypatch):
+    """A small stand-in for the TF-Inception network (8 features), so the FID paths run without it."""
+    from annorm_cli.evaluate import fid
+    torch.manual_seed(5)
+    network = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, 8)).eval()
+    monkeypatch.setattr(fid, "load_inception", lambda device=None: network)
+
+
+def test_the_logged_fid_matches_evaluate_fid_of_the_export(data_dir, tmp_path, monkeypatch, capsys):
+    import json
+
+    import numpy as np
+
+    from annorm_cli.cli.app import app
+    from annorm_cli.cli.errors import run_guarded
+    _fake_inception(monkeypatch)
+    reference = tmp_path / "reference.npz"
+    np.savez(reference, mu=np.linspace(-1, 1, 8), sig=np.eye(8) * 0.5)
+    trainer.train(_options(data_dir, 4, sample_every=2, classifier="", fid_every=4, fid_per_class=3,
+                           fid_reference=str(reference)), TINY, tmp_path / "run", device=torch.device("cpu"))
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    scored = [entry for entry in logged if "fid_6" in entry]                    # 3 per class, 2 classes
+    assert [entry["step"] for entry in scored] == [4] and scored[0]["fid_6"] > 0
+    assert run_guarded(app, ["train", "export", str(tmp_path / "run"), "--out", str(tmp_path / "g.safetensors")]) == 0
+    code = run_guarded(app, ["evaluate", "fid", "--weights", str(tmp_path / "g.safetensors"), "--per-class", "3",
+                             "--classifier", "", "--reference", str(reference), "--json", str(tmp_path / "fid.json")])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "fid.json").read_text())["fid"] == pytest.approx(scored[0]["fid_6"], rel=1e-6)
+
+
+def test_the_fid_monitor_says_why_it_is_off(tmp_path):
+    assert trainer.load_fid_monitor(trainer.TrainOptions()) == (None, "off")
+    monitor, why = trainer.load_fid_monitor(trainer.TrainOptions(fid_every=500, fid_reference=str(tmp_path / "no.npz")))
+    assert monitor is None and "no reference statistics" in why
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--fid-every", "300", "--sample-every", "250"], "--fid-every must be 0 or a multiple of --sample-every (250)"),
+    (["--fid-every", "500", "--fid-reference", "missing.npz"], "Reference statistics 'missing.npz' not found"),
+    (["--fid-every", "500", "--fid-per-class", "0"], "--fid-per-class must be a positive integer"),
+])
+def test_train_class_refuses_a_bad_fid_monitor(tmp_path, capsys, args, message):
+    from annorm_cli.cli.app import app
+    from annorm_cli.cli.errors import run_guarded
+    code = run_guarded(app, ["train", "class", "--out", str(tmp_path / "run"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_classifier_of_other_classes_is_not_used_for_scoring(tmp_path):
     scorer = _tiny_scorer(tmp_path / "scorer.safetensors", ("ship", "truck"))
     model, why = trainer.load_scorer(scorer, ("cat", "dog"))

@@ -61,13 +61,10 @@ def fid(
         source = f"{real}:{real_split} (first {per_class} per class)"
     else:
         from annorm_cli import weights as weight_files
-        from annorm_cli.pipelines import generate_images
+        from annorm_cli.evaluate.recognisability import class_samples
         generator, card = weight_files.load(model, weights)
-        n_classes = generator.config.n_classes
-        classes = [c for c in range(n_classes) for _ in range(per_class)]
-        seeds = [seed_offset + s for _ in range(n_classes) for s in range(per_class)]
-        images = torch.from_numpy(generate_images(generator, classes, seeds, device=dev)).permute(0, 3, 1, 2)
-        labels = torch.tensor(classes)
+        images, labels = class_samples(generator, per_class, seed_offset=seed_offset, device=dev)
+        images = images.permute(0, 3, 1, 2)                                   # [N, 3, 32, 32] uint8
         source = f"{model or 'cifar10-an'} sha256 {card['sha256'][:12]}, seeds {seed_offset}-{seed_offset + per_class - 1} per class"
     with progress("inception features", len(images)) as advance:
         features = fid_lib.inception_features(images, network, batch_size=batch_size, progress=advance)

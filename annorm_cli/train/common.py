@@ -91,7 +91,8 @@ def epoch_batches(n_items: int, batch: int, seed: int, batch_index: int) -> torc
     return order[position * batch:(position + 1) * batch]
 
 
-RUN_CONTROLS = ("data", "steps", "sample_every", "checkpoint_minutes", "log_every", "classifier", "score_per_class")
+RUN_CONTROLS = ("data", "steps", "sample_every", "checkpoint_minutes", "log_every", "classifier", "score_per_class",
+                "fid_every", "fid_per_class", "fid_reference")
 
 
 def resumed_options(saved: dict, given, overrides: frozenset[str] = frozenset()):
