@@ -248,9 +248,9 @@ def load_fid_monitor(options: TrainOptions) -> tuple[Optional[tuple], str]:
 
 def fid_of_samples(generator: Generator, monitor: tuple, per_class: int) -> dict:
     """FID of `per_class` samples of every class (seeds 0 ... per_class - 1) against the reference, as
-    `annorm evaluate fid --per-class N --classifier ""` measures an exported model. A few hundred samples
-    bias FID upward (here 500: about +25 over the 10k protocol), but the bias is nearly the same from one
-    grid to the next: it is a trend monitor, not the protocol."""
+    `annorm evaluate fid --per-class N --classifier ""` measures an exported model. Few samples bias FID
+    upward but rank models alike: a trend monitor, not the protocol (measured on three cifar10-an
+    checkpoints, 500 / 2,000 samples: 88.4 / 51.1, 90.3 / 52.9, 100.1 / 63.1; 10k of the first: 41.1)."""
     from annorm_cli.evaluate import fid
     from annorm_cli.evaluate.recognisability import class_samples
     network, reference = monitor
