@@ -47,6 +47,7 @@ def fid(
 
     import numpy as np
     import torch
+    from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
     from annorm_cli.evaluate import fid as fid_lib
 
@@ -60,7 +61,6 @@ def fid(
         images, labels = data.images[picks], data.labels[picks]
         source = f"{real}:{real_split} (first {per_class} per class)"
     else:
-        from annorm_cli import weights as weight_files
         from annorm_cli.evaluate.recognisability import class_samples
         generator, card = weight_files.load(model, weights)
         images, labels = class_samples(generator, per_class, seed_offset=seed_offset, device=dev)
@@ -84,7 +84,6 @@ def fid(
         typer.echo(f"intra-FID {result['intra_fid']:.2f} (mean over {len(scores)} classes, "
                    f"{per_class} samples each vs that class's test images)")
     if classifier:
-        from annorm_cli import weights as weight_files
         from annorm_cli.errors import WeightsError
         try:
             loaded = weight_files.load_classifier(classifier)

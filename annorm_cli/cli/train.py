@@ -69,7 +69,7 @@ class _Reporter:
             scores = [f"class accuracy {info['class_accuracy']:.1%}"] if "class_accuracy" in info else []
             scores += [f"{k.replace('_', ' ')} {v:.2f}" for k, v in info.items() if k.startswith("fid_")]
             self.console.print(", ".join([f"samples: step {info['step']}, {info['path']}", *scores]))
-        elif kind in ("checkpoint", "samples", "stop"):
+        elif kind in ("checkpoint", "stop"):
             self.console.print(f"{kind}: {info}")
 
 
