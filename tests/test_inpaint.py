@@ -242,6 +242,58 @@ def test_a_run_with_skips_starts_as_the_model_it_is_initialised_from(tmp_path, t
         trainer.train(options, dataclasses.replace(TINY, channels=8), tmp_path / "wide", device=torch.device("cpu"))
 
 
+@pytest.mark.parametrize("attention", ["an", "sa", "none"])
+def test_a_wider_quarter_stage_loaded_from_a_narrower_model_computes_the_same_function(attention):
+    from annorm_cli.models.inpainting import load_narrower
+    torch.manual_seed(0)
+    narrow_config = dataclasses.replace(TINY, attention=attention, skips=True)
+    narrow = InpaintGenerator(narrow_config).eval()
+    for layer in narrow.modules():               # give the zero-started parts weights, so every path counts
+        if hasattr(layer, "gamma"):
+            torch.nn.init.constant_(layer.gamma, 0.7)
+    for name, parameter in narrow.named_parameters():
+        if ".skip_" in name:
+            torch.nn.init.normal_(parameter, std=0.2)
+    wide = InpaintGenerator(dataclasses.replace(narrow_config, quarter_channels=24)).eval()
+    assert wide.refine_attention[0].conv.weight.shape == (24, 24, 3, 3)
+    assert load_narrower(wide, narrow.state_dict()) == []
+    x, m = torch.rand(2, 3, 24, 32) * 2 - 1, torch.from_numpy(random_mask(24, 32, 1))[None, None].float().repeat(2, 1, 1, 1)
+    features = {}
+    for model in (wide, narrow):   # the 1/4 features themselves, not only the (tanh-squashed) images
+        for part in ("coarse_middle", "refine_attention", "refine_middle"):
+            getattr(model, part).register_forward_hook(
+                lambda layer, args, out, key=(model is wide, part): features.__setitem__(key, out))
+    with torch.no_grad():
+        for a, b in zip(wide(x, m), narrow(x, m)):
+            assert (a - b).abs().max() < 1e-5
+    for part in ("coarse_middle", "refine_attention", "refine_middle"):
+        assert (features[True, part][:, :16] - features[False, part]).abs().max() < 1e-5, part
+    # the new channels are alive (random weights of their own), only their readers start at zero
+    assert wide.coarse_middle[0][0].weight[16:, :16].abs().sum() > 0
+    assert wide.coarse_middle[0][0].weight[:, 16:].abs().sum() == 0
+    with pytest.raises(BadInputError, match="Cannot widen"):
+        load_narrower(narrow, wide.state_dict())
+
+
+def test_a_run_can_widen_the_quarter_stage_of_the_model_it_starts_from(tmp_path, tiny_inpaint_weights):
+    from annorm_cli.train import inpainting as trainer
+    from annorm_cli.train.common import load_checkpoint
+    from helpers import tiny_image_folder
+    data = tiny_image_folder(tmp_path / "photos", per_class=3)
+    options = trainer.InpaintOptions(data=str(data), steps=0, batch_size=2, crop=16, sample_every=10, log_every=1,
+                                     init_from=str(tiny_inpaint_weights))
+    wide = dataclasses.replace(TINY, quarter_channels=32)
+    trainer.train(options, wide, tmp_path / "start", device=torch.device("cpu"))
+    started = InpaintGenerator(wide).eval()
+    started.load_state_dict(load_checkpoint(tmp_path / "start")["G"])
+    trained, _ = weights.load(weights=tiny_inpaint_weights, task="inpaint")
+    x, m = torch.rand(1, 3, 24, 32) * 2 - 1, torch.from_numpy(random_mask(24, 32, 1))[None, None].float()
+    with torch.no_grad():
+        assert (started(x, m)[1] - trained(x, m)[1]).abs().max() < 1e-5
+    with pytest.raises(BadInputError, match="does not match"):      # narrower than the trained model
+        trainer.train(options, dataclasses.replace(TINY, quarter_channels=8), tmp_path / "narrow", device=torch.device("cpu"))
+
+
 def test_inference_scale_batches_scale_the_photo_and_draw_the_mask_on_all_of_it():
     from annorm_cli.train import inpainting as trainer
     photo = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 200, 300), dtype=np.uint8))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,8 @@ MULTIPLE = 4   # inputs are padded to a multiple of this (two stride-2 stages)
 
 @dataclass(frozen=True)
 class InpaintConfig:
-    """channels: width at full resolution (x2 at 1/2, x4 at 1/4). attention: "an" | "sa" | "none".
+    """channels: width at full resolution (x2 at 1/2). quarter_channels: width at 1/4, where AN and
+    the dilated convolutions work (None: 4 x channels). attention: "an" | "sa" | "none".
     work_side: the long side (px) of the region the network fills at inference; larger hole regions
     are downscaled to it. Set to the scale the network was trained at (random 128 crops of photos
     rescaled to 0.5-1x, masks scaled to the crop), so that holes look as large to the network as
@@ -40,6 +42,11 @@ class InpaintConfig:
     attention_blocks: int = 2
     work_side: int = 256
     skips: bool = False
+    quarter_channels: Optional[int] = None
+
+    @property
+    def quarter(self) -> int:
+        return self.quarter_channels or 4 * self.channels
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_KINDS:
@@ -58,11 +65,11 @@ def conv(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1) ->
 
 
 class Encoder(nn.Sequential):
-    def __init__(self, cin: int, c: int) -> None:
-        super().__init__(conv(cin, c, 5), conv(c, 2 * c, 3, 2), conv(2 * c, 2 * c), conv(2 * c, 4 * c, 3, 2))
+    def __init__(self, cin: int, c: int, q: int) -> None:
+        super().__init__(conv(cin, c, 5), conv(c, 2 * c, 3, 2), conv(2 * c, 2 * c), conv(2 * c, q, 3, 2))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """x [B, cin, H, W] -> (features [B, 4c, H/4, W/4], (full [B, c, H, W], half [B, 2c, H/2, W/2]))."""
+        """x [B, cin, H, W] -> (features [B, q, H/4, W/4], (full [B, c, H, W], half [B, 2c, H/2, W/2]))."""
         full = self[0](x)
         half = self[2](self[1](full))
         return self[3](half), (full, half)
@@ -76,18 +83,18 @@ def zero_conv1x1(cin: int, cout: int) -> nn.Conv2d:
 
 
 class Decoder(nn.Module):
-    def __init__(self, c: int, skips: bool = False) -> None:
+    def __init__(self, c: int, q: int, skips: bool = False) -> None:
         super().__init__()
-        self.up1 = nn.Sequential(conv(4 * c, 2 * c), conv(2 * c, 2 * c))
+        self.up1 = nn.Sequential(conv(q, 2 * c), conv(2 * c, 2 * c))
         self.up2 = nn.Sequential(conv(2 * c, c), conv(c, c // 2 or 1))
         self.to_rgb = nn.Conv2d(c // 2 or 1, 3, 3, padding=1)
-        self.skip_half = zero_conv1x1(2 * c, 4 * c) if skips else None
+        self.skip_half = zero_conv1x1(2 * c, q) if skips else None
         self.skip_full = zero_conv1x1(c, 2 * c) if skips else None
 
     def forward(self, h: torch.Tensor, encoded: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """h [B, 4c, H/4, W/4] + the encoder's (full, half) features -> RGB [B, 3, H, W] in [-1, 1]."""
+        """h [B, q, H/4, W/4] + the encoder's (full, half) features -> RGB [B, 3, H, W] in [-1, 1]."""
         full, half = encoded
-        h = F.interpolate(h, scale_factor=2.0, mode="nearest")                  # [B, 4c, H/2, W/2]
+        h = F.interpolate(h, scale_factor=2.0, mode="nearest")                  # [B, q, H/2, W/2]
         if self.skip_half is not None:
             h = h + self.skip_half(half)
         h = F.interpolate(self.up1(h), scale_factor=2.0, mode="nearest")        # [B, 2c, H, W]
@@ -116,14 +123,14 @@ class InpaintGenerator(nn.Module):
     def __init__(self, config: InpaintConfig) -> None:
         super().__init__()
         self.config = config
-        c = config.channels
-        self.coarse_encoder = Encoder(5, c)
-        self.coarse_middle = nn.Sequential(*[conv(4 * c, 4 * c, dilation=d) for d in config.dilations])
-        self.coarse_decoder = Decoder(c, config.skips)
-        self.refine_encoder = Encoder(5, c)
-        self.refine_attention = nn.Sequential(*[AttentionBlock(config, 4 * c) for _ in range(config.attention_blocks)])
-        self.refine_middle = nn.Sequential(*[conv(4 * c, 4 * c, dilation=d) for d in config.dilations[:2]])
-        self.refine_decoder = Decoder(c, config.skips)
+        c, q = config.channels, config.quarter
+        self.coarse_encoder = Encoder(5, c, q)
+        self.coarse_middle = nn.Sequential(*[conv(q, q, dilation=d) for d in config.dilations])
+        self.coarse_decoder = Decoder(c, q, config.skips)
+        self.refine_encoder = Encoder(5, c, q)
+        self.refine_attention = nn.Sequential(*[AttentionBlock(config, q) for _ in range(config.attention_blocks)])
+        self.refine_middle = nn.Sequential(*[conv(q, q, dilation=d) for d in config.dilations[:2]])
+        self.refine_decoder = Decoder(c, q, config.skips)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if image.ndim != 4 or image.shape[1] != 3 or mask.shape != (image.shape[0], 1, *image.shape[2:]):
@@ -133,12 +140,39 @@ class InpaintGenerator(nn.Module):
             raise BadInputError(f"InpaintGenerator needs sizes that are multiples of {MULTIPLE}; pad the input.")
         known = image * (1 - mask)
         ones = torch.ones_like(mask)
-        h, encoded = self.coarse_encoder(torch.cat([known, mask, ones], 1))      # h [B, 4c, H/4, W/4]
+        h, encoded = self.coarse_encoder(torch.cat([known, mask, ones], 1))      # h [B, q, H/4, W/4]
         coarse = self.coarse_decoder(self.coarse_middle(h), encoded)
         merged = known + coarse * mask
         h, encoded = self.refine_encoder(torch.cat([merged, mask, ones], 1))
         h = self.refine_middle(self.refine_attention(h))
         return coarse, self.refine_decoder(h, encoded)
+
+
+def load_narrower(model: InpaintGenerator, trained: dict[str, torch.Tensor]) -> list[str]:
+    """Copy a trained generator's state dict into `model`, whose 1/4 stage may be wider (Net2Net
+    style), so that `model` computes the same function: each trained tensor fills the leading
+    slice of its wider counterpart; the new input columns of every convolution, the entity filters'
+    new input rows and the attention keys' new output rows are zero (new channels are read by
+    nothing and leave the layouts as they were), while the new channels' own weights keep their
+    random start so they can learn. Returns the names the trained dict lacks (left at their start)."""
+    state = model.state_dict()
+    for name, old in trained.items():
+        if name not in state:
+            raise BadInputError(f"The network has no '{name}' to load (a model with skips into one without?).")
+        new = state[name]
+        if new.ndim != old.ndim or any(a < b for a, b in zip(new.shape, old.shape)):
+            raise BadInputError(f"Cannot widen '{name}' from {list(old.shape)} to {list(new.shape)}.")
+        new = new.clone()
+        if new.ndim == 4:
+            new[:, old.shape[1]:] = 0                                       # conv [out, in, k, k]: new inputs
+        if name.endswith("entity_filters"):
+            new[old.shape[0]:] = 0                                          # W [C, n]: new channels
+        if ".attention.key." in name:
+            new[old.shape[0]:] = 0                                          # new key dims: no affinity
+        new[tuple(slice(0, size) for size in old.shape)] = old
+        state[name] = new
+    model.load_state_dict(state)
+    return [name for name in state if name not in trained]
 
 
 class PatchDiscriminator(nn.Module):

@@ -19,7 +19,7 @@ from PIL import Image
 from annorm_cli.errors import BadInputError
 from annorm_cli.images import save_png, to_uint8
 from annorm_cli.masks import random_mask
-from annorm_cli.models.inpainting import InpaintConfig, InpaintGenerator, PatchDiscriminator
+from annorm_cli.models.inpainting import InpaintConfig, InpaintGenerator, PatchDiscriminator, load_narrower
 from annorm_cli.nn.attentive_norm import orthogonality_penalty
 from annorm_cli.train import common
 
@@ -85,16 +85,20 @@ def build_state(config: InpaintConfig, options: InpaintOptions, device: torch.de
 
 
 def start_from_weights(state: common.GanRun, path: str) -> None:
-    """Copy a trained model's weights into a new run's generator and its EMA copy. Layers the
-    file lacks must be the zero-started skip convolutions, so the run starts as that model."""
+    """Copy a trained model's weights into a new run's generator and its EMA copy, so the run
+    starts as that model. The new network may add the zero-started skip convolutions and a wider
+    1/4 stage (see load_narrower); anything else must match."""
     from annorm_cli import weights
     trained, _ = weights.load(weights=path, task="inpaint")
-    if dataclasses.replace(trained.config, skips=False) != dataclasses.replace(state.model_config, skips=False):
+    comparable = lambda config: dataclasses.replace(config, skips=False, quarter_channels=None)  # noqa: E731
+    target = state.model_config
+    if (comparable(trained.config) != comparable(target) or trained.config.quarter > target.quarter
+            or trained.config.skips > target.skips):
         raise BadInputError(f"'{path}' does not match the network being trained (it differs in more than "
-                            "the skip connections).")
+                            "the skip connections and a wider 1/4 stage).")
     for target in (common.unwrap(state.G), state.ema.model):
-        missing, unexpected = target.load_state_dict(trained.state_dict(), strict=False)
-        assert not unexpected and all(".skip_" in key for key in missing), (missing, unexpected)
+        missing = load_narrower(target, trained.state_dict())
+        assert all(".skip_" in key for key in missing), missing
 
 
 def random_crop(photo: torch.Tensor, crop: int, rng: torch.Generator) -> torch.Tensor:
