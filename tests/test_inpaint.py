@@ -311,3 +311,19 @@ def test_inference_scale_batches_scale_the_photo_and_draw_the_mask_on_all_of_it(
                                              antialias=True, align_corners=False)
     assert image.std() < 0.5 * (photo.float() / 127.5 - 1).std() and abs(image.std() - scaled.std()) < 0.1
     assert mask.shape == (1, 32, 32)
+
+
+def test_cli_train_inpaint_widens_the_init_model_and_refuses_bad_widths(tmp_path, capsys, tiny_inpaint_weights):
+    from annorm_cli.train.common import load_checkpoint
+    from helpers import tiny_image_folder
+    data = tiny_image_folder(tmp_path / "photos", per_class=3)
+    common = ["train", "inpaint", "--data", data, "--init-from", tiny_inpaint_weights, "--steps", "1",
+              "--batch-size", "2", "--crop", "16", "--quiet"]
+    code, err = _run(capsys, *common, "--out", tmp_path / "wide", "--quarter-channels", "32")
+    assert code == 0, err
+    assert load_checkpoint(tmp_path / "wide")["model_config"]["quarter_channels"] == 32
+    code, err = _run(capsys, *common, "--out", tmp_path / "zero", "--quarter-channels", "0")
+    assert code == 2 and "--quarter-channels must be a positive integer" in err
+    code, err = _run(capsys, *common, "--out", tmp_path / "narrow", "--quarter-channels", "8")
+    assert code == 2 and "does not match the network being trained" in err and "Traceback" not in err
+    assert not (tmp_path / "zero").exists() and not (tmp_path / "narrow" / "checkpoint.pt").exists()

@@ -169,11 +169,14 @@ def train_inpaint(
     lr: float = typer.Option(1e-4, help="Generator learning rate."),
     adv_weight: float = typer.Option(0.01, help="Weight of the hinge adversarial loss (0 turns the discriminator off)."),
     adv_start: int = typer.Option(20_000, help="Step from which the adversarial loss is used (L1 warm-up before)."),
-    channels: int = typer.Option(16, help="Width at full resolution (x4 at 1/4; new runs only)."),
+    channels: int = typer.Option(16, help="Width at full resolution (x2 at 1/2; new runs only)."),
+    quarter_channels: Optional[int] = typer.Option(None, help="Width at 1/4 resolution (default 4 x channels; new runs, "
+                                                               "or wider than the --init-from model's)."),
     attention: str = typer.Option("an", help="an | sa | none at 1/4 resolution (new runs only)."),
     skips: bool = typer.Option(False, help="U-Net skips from each encoder to its decoder (new runs only)."),
     init_from: Optional[Path] = typer.Option(None, help="Start a new run from a trained model's .safetensors "
-                                                         "(its width and attention; new skips start at zero)."),
+                                                         "(its width and attention; new skips and a wider "
+                                                         "--quarter-channels start as that model)."),
     inference_scale: bool = typer.Option(False, help="Train as inference sees photos: scaled to the network's "
                                                       "work_side, masks drawn on the whole photo, then cropped."),
     seed: int = typer.Option(0, help="Run seed."),
@@ -188,7 +191,8 @@ def train_inpaint(
 
     Example: annorm train inpaint --out ~/runs/scenes-an --steps 50000
     """
-    _require_positive(steps=steps, batch_size=batch_size, channels=channels, sample_every=sample_every)
+    _require_positive(steps=steps, batch_size=batch_size, channels=channels, sample_every=sample_every,
+                      quarter_channels=1 if quarter_channels is None else quarter_channels)
     if crop < 16 or crop % 4:
         raise fail(f"--crop must be a multiple of 4 and at least 16, got {crop}.")
     if precision not in ("fp32", "bf16"):
@@ -207,11 +211,12 @@ def train_inpaint(
                                      adv_weight=adv_weight, adv_start=adv_start, seed=seed, precision=precision,
                                      init_from=str(init_from) if init_from else None, inference_scale=inference_scale,
                                      sample_every=sample_every, checkpoint_minutes=checkpoint_minutes)
-    config = InpaintConfig(channels=channels, attention=attention, skips=skips)
+    config = InpaintConfig(channels=channels, attention=attention, skips=skips, quarter_channels=quarter_channels)
     if init_from and not saved:
         from annorm_cli.weights import read_card, resolve
         trained = InpaintConfig.from_dict(read_card(resolve(weights=init_from, task="inpaint")[1])["config"])
-        config = dataclasses.replace(trained, skips=skips or trained.skips)
+        config = dataclasses.replace(trained, skips=skips or trained.skips,
+                                     quarter_channels=quarter_channels or trained.quarter_channels)
     reporter = _Reporter(quiet, int(os.environ.get("RANK", "0")) == 0)
     trainer.train(options, config, out, device=resolve_device(device), resume=saved, overrides=_typed_options(ctx),
                   on_event=reporter)
