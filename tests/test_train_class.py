@@ -45,6 +45,15 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path, diffaugment):
     _assert_same_models(load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "split"))
 
 
+def test_keep_every_keeps_the_checkpoint_of_those_steps(data_dir, tmp_path):
+    trainer.train(_options(data_dir, 2), TINY, tmp_path / "two", device=torch.device("cpu"))
+    trainer.train(_options(data_dir, 5, keep_every=2), TINY, tmp_path / "kept", device=torch.device("cpu"))
+    kept = sorted(path.name for path in (tmp_path / "kept").glob("checkpoint-*.pt"))
+    assert kept == ["checkpoint-0000002.pt", "checkpoint-0000004.pt"]
+    _assert_same_models(load_checkpoint(tmp_path / "kept" / kept[0]), load_checkpoint(tmp_path / "two"))
+    assert load_checkpoint(tmp_path / "kept")["step"] == 5
+
+
 def test_training_changes_weights_and_logs(data_dir, tmp_path):
     state = trainer.train(_options(data_dir, 3), TINY, tmp_path / "run", device=torch.device("cpu"))
     saved = load_checkpoint(tmp_path / "run")
@@ -239,6 +248,7 @@ def test_the_fid_monitor_says_why_it_is_off(tmp_path):
     (["--fid-every", "300", "--sample-every", "250"], "--fid-every must be 0 or a multiple of --sample-every (250)"),
     (["--fid-every", "500", "--fid-reference", "missing.npz"], "Reference statistics 'missing.npz' not found"),
     (["--fid-every", "500", "--fid-per-class", "0"], "--fid-per-class must be a positive integer"),
+    (["--keep-every", "-1"], "--keep-every must be 0 or a positive integer"),
 ])
 def test_train_class_refuses_a_bad_fid_monitor(tmp_path, capsys, args, message):
     from annorm_cli.cli.app import app

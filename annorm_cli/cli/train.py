@@ -113,6 +113,8 @@ def train_class(
     fid_reference: Path = typer.Option(Path("../shared/data/cifar10-test-fid-stats.npz"),
                                        help="Reference statistics (.npz with mu, sig) of the logged FID."),
     checkpoint_minutes: float = typer.Option(5.0, help="Write a checkpoint every N minutes (and at Ctrl-C)."),
+    keep_every: int = typer.Option(0, help="Also keep checkpoint-STEP.pt every N steps, to export the one whose "
+                                           "samples scored best (0: only checkpoint.pt)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps (under torchrun: cuda:LOCAL_RANK)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads per process (default: torch's choice)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
@@ -123,6 +125,8 @@ def train_class(
     """
     _require_positive(steps=steps, batch_size=batch_size, d_steps=d_steps, sample_every=sample_every,
                       entities=entities, fid_per_class=fid_per_class)
+    if keep_every < 0:
+        raise fail(f"--keep-every must be 0 or a positive integer, got {keep_every}.")
     if fid_every < 0 or fid_every % sample_every:
         raise fail(f"--fid-every must be 0 or a multiple of --sample-every ({sample_every}), got {fid_every}.")
     if fid_every and not fid_reference.is_file():
@@ -149,7 +153,7 @@ def train_class(
         class_weight_g=class_weight_g,
         diffaugment=diffaugment,
         seed=seed, precision=precision, sample_every=sample_every, checkpoint_minutes=checkpoint_minutes,
-        classifier=classifier, fid_every=fid_every, fid_per_class=fid_per_class, fid_reference=str(fid_reference))
+        keep_every=keep_every, classifier=classifier, fid_every=fid_every, fid_per_class=fid_per_class, fid_reference=str(fid_reference))
     model_config = ClassConditionalConfig(attention=attention, g_channels=_channels(g_channels, "--g-channels"),
                                           d_channels=_channels(d_channels, "--d-channels"), n_entities=entities)
     reporter = _Reporter(quiet, local_rank == 0 and int(os.environ.get("RANK", "0")) == 0)
@@ -183,6 +187,8 @@ def train_inpaint(
     precision: str = typer.Option("fp32", help="fp32 | bf16."),
     sample_every: int = typer.Option(500, help="Write a sample strip every N steps."),
     checkpoint_minutes: float = typer.Option(5.0, help="Checkpoint every N minutes (and at Ctrl-C)."),
+    keep_every: int = typer.Option(0, help="Also keep checkpoint-STEP.pt every N steps, to export the one whose "
+                                           "samples scored best (0: only checkpoint.pt)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
     threads: Optional[int] = typer.Option(None, help="CPU threads per process."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
@@ -193,6 +199,8 @@ def train_inpaint(
     """
     _require_positive(steps=steps, batch_size=batch_size, channels=channels, sample_every=sample_every,
                       quarter_channels=1 if quarter_channels is None else quarter_channels)
+    if keep_every < 0:
+        raise fail(f"--keep-every must be 0 or a positive integer, got {keep_every}.")
     if crop < 16 or crop % 4:
         raise fail(f"--crop must be a multiple of 4 and at least 16, got {crop}.")
     if precision not in ("fp32", "bf16"):
@@ -210,7 +218,8 @@ def train_inpaint(
     options = trainer.InpaintOptions(data=str(data), steps=steps, batch_size=batch_size, crop=crop, lr=lr,
                                      adv_weight=adv_weight, adv_start=adv_start, seed=seed, precision=precision,
                                      init_from=str(init_from) if init_from else None, inference_scale=inference_scale,
-                                     sample_every=sample_every, checkpoint_minutes=checkpoint_minutes)
+                                     sample_every=sample_every, checkpoint_minutes=checkpoint_minutes,
+                                     keep_every=keep_every)
     config = InpaintConfig(channels=channels, attention=attention, skips=skips, quarter_channels=quarter_channels)
     if init_from and not saved:
         from annorm_cli.weights import read_card, resolve

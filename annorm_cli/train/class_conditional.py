@@ -46,6 +46,7 @@ class TrainOptions:
     precision: str = "auto"
     sample_every: int = 500
     checkpoint_minutes: float = 5.0
+    keep_every: int = 0                 # also keep checkpoint-STEP.pt every N steps (0: never)
     log_every: int = 20
     classifier: str = "cifar10-classifier"   # scores the samples at every sample grid ("" to skip)
     score_per_class: int = 100
@@ -328,7 +329,8 @@ def train(options: TrainOptions, model_config: ClassConditionalConfig, run_dir: 
         state, lambda: train_step(state, data, device, world), steps=options.steps, log_every=options.log_every,
         sample_every=options.sample_every, checkpoint_minutes=options.checkpoint_minutes,
         images_per_step=options.batch_size * options.d_steps, run_dir=run_dir, world=world,
-        save_fn=lambda: state.save(run_dir, world), sample_fn=samples, on_event=on_event)
+        save_fn=lambda *name: state.save(run_dir, world, *name), sample_fn=samples, on_event=on_event,
+        keep_every=options.keep_every)
     return state
 
 

@@ -91,7 +91,7 @@ def epoch_batches(n_items: int, batch: int, seed: int, batch_index: int) -> torc
     return order[position * batch:(position + 1) * batch]
 
 
-RUN_CONTROLS = ("data", "steps", "sample_every", "checkpoint_minutes", "log_every", "classifier", "score_per_class",
+RUN_CONTROLS = ("data", "steps", "sample_every", "checkpoint_minutes", "keep_every", "log_every", "classifier", "score_per_class",
                 "fid_every", "fid_per_class", "fid_reference")
 
 
@@ -168,9 +168,9 @@ class GanRun:
         self.step, self.wall_time = int(saved["step"]), float(saved["wall_time"])
         self.precision = saved["precision"]
 
-    def save(self, run_dir: Path, world: World) -> None:
+    def save(self, run_dir: Path, world: World, name: str = CHECKPOINT_NAME) -> None:
         if world.is_main:
-            atomic_save(self.checkpoint(), Path(run_dir) / CHECKPOINT_NAME)
+            atomic_save(self.checkpoint(), Path(run_dir) / name)
 
 
 # ----------------------------------------------------------------------------- EMA
@@ -238,13 +238,20 @@ class StopFlag:
                 signal.signal(sig, old)
 
 
+def kept_checkpoint_name(step: int) -> str:
+    return f"checkpoint-{step:07d}.pt"
+
+
 def run_loop(state, step_fn: Callable[[], dict], *, steps: int, log_every: int, sample_every: int,
              checkpoint_minutes: float, images_per_step: int, run_dir: Path, world: World,
-             save_fn: Callable[[], None], sample_fn: Callable[[], dict],
-             on_event: Callable[[str, dict], None]) -> bool:
+             save_fn: Callable[..., None], sample_fn: Callable[[], dict],
+             on_event: Callable[[str, dict], None], keep_every: int = 0) -> bool:
     """The loop every trainer shares: step until `steps` or Ctrl-C / SIGTERM, log (log.jsonl +
     events), write samples and atomic checkpoints on schedule, and a final checkpoint.
     `sample_fn` returns what it wrote ({"path": ...} and any scores), logged with the step.
+    `save_fn(name)` writes the checkpoint under that file name (default: checkpoint.pt); every
+    `keep_every` steps it also writes `checkpoint-STEP.pt`, kept, so that a checkpoint whose
+    samples scored best can be exported later.
     `state` needs `.step` and `.wall_time`; returns True if stopped by a signal."""
     stop = StopFlag()
     last_checkpoint = time.monotonic()
@@ -270,6 +277,9 @@ def run_loop(state, step_fn: Callable[[], dict], *, steps: int, log_every: int, 
                 with open(Path(run_dir) / "log.jsonl", "a") as log:
                     log.write(json.dumps(info) + "\n")
                 on_event("samples", info)
+            if keep_every and state.step % keep_every == 0:
+                save_fn(kept_checkpoint_name(state.step))
+                on_event("checkpoint", {"step": state.step, "kept": kept_checkpoint_name(state.step)})
             if time.monotonic() - last_checkpoint > checkpoint_minutes * 60:
                 save_fn()
                 last_checkpoint = time.monotonic()

@@ -70,6 +70,7 @@ class InpaintOptions:
     precision: str = "fp32"
     sample_every: int = 500
     checkpoint_minutes: float = 5.0
+    keep_every: int = 0                 # also keep checkpoint-STEP.pt every N steps (0: never)
     log_every: int = 20
 
 
@@ -248,7 +249,8 @@ def train(options: InpaintOptions, config: InpaintConfig, run_dir: Path, *, devi
     common.run_loop(state, lambda: train_step(state, photos, device, world), steps=options.steps,
                     log_every=options.log_every, sample_every=options.sample_every,
                     checkpoint_minutes=options.checkpoint_minutes, images_per_step=options.batch_size,
-                    run_dir=run_dir, world=world, save_fn=lambda: state.save(run_dir, world), sample_fn=sample, on_event=on_event)
+                    run_dir=run_dir, world=world, save_fn=lambda *name: state.save(run_dir, world, *name),
+                    sample_fn=sample, on_event=on_event, keep_every=options.keep_every)
     return state
 
 
