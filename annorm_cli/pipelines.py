@@ -151,6 +151,16 @@ def hole_region(mask: np.ndarray, margin: float = 0.5, min_margin: int = 32) -> 
 
 
 @torch.no_grad()
+def downscale_known(region: torch.Tensor, hole: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """Antialiased downscale of region [1, 3, H, W] to `size` from its known pixels only (hole
+    [1, 1, H, W], 1 = hole): each small pixel averages the known pixels under its filter, so what
+    the hole holds now (the object being removed) cannot bleed into the context the network sees."""
+    resize = lambda t: F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)  # noqa: E731
+    known = 1 - hole
+    weight = resize(known)                                                      # [1, 1, h, w]
+    return resize(region * known) / weight.clamp_min(1e-6) * (weight > 1e-6)
+
+
 def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
                   device: torch.device = torch.device("cpu"), max_side: Optional[int] = None,
                   whole_image: bool = False) -> np.ndarray:
@@ -177,7 +187,7 @@ def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *
     scale = min(1.0, (max_side or model.config.work_side) / max(size))
     if scale < 1.0:
         small = [max(MULTIPLE, round(s * scale)) for s in size]
-        region = F.interpolate(region, size=small, mode="bilinear", antialias=True, align_corners=False)
+        region = downscale_known(region, hole, small)
         hole = (F.interpolate(hole, size=small, mode="area") > 0).float()       # any hole pixel -> hole
     x, H, W = _pad_to_multiple(region.to(device), MULTIPLE)
     m, _, _ = _pad_to_multiple(hole.to(device), MULTIPLE)
