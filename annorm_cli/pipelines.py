@@ -150,7 +150,6 @@ def hole_region(mask: np.ndarray, margin: float = 0.5, min_margin: int = 32) -> 
     return max(0, top - grow_h), min(H, bottom + grow_h), max(0, left - grow_w), min(W, right + grow_w)
 
 
-@torch.no_grad()
 def downscale_known(region: torch.Tensor, hole: torch.Tensor, size: list[int]) -> torch.Tensor:
     """Antialiased downscale of region [1, 3, H, W] to `size` from its known pixels only (hole
     [1, 1, H, W], 1 = hole): each small pixel averages the known pixels under its filter, so what
@@ -161,6 +160,7 @@ def downscale_known(region: torch.Tensor, hole: torch.Tensor, size: list[int]) -
     return resize(region * known) / weight.clamp_min(1e-6) * (weight > 1e-6)
 
 
+@torch.no_grad()
 def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
                   device: torch.device = torch.device("cpu"), max_side: Optional[int] = None,
                   whole_image: bool = False) -> np.ndarray:
