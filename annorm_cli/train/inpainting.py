@@ -97,8 +97,8 @@ def start_from_weights(state: common.GanRun, path: str) -> None:
             or trained.config.skips > target.skips):
         raise BadInputError(f"'{path}' does not match the network being trained (it differs in more than "
                             "the skip connections and a wider 1/4 stage).")
-    for target in (common.unwrap(state.G), state.ema.model):
-        missing = load_narrower(target, trained.state_dict())
+    for model in (common.unwrap(state.G), state.ema.model):
+        missing = load_narrower(model, trained.state_dict())
         assert all(".skip_" in key for key in missing), missing
 
 
