@@ -26,6 +26,13 @@ def _require_positive(**values: int) -> None:
             raise fail(f"--{name.replace('_', '-')} must be a positive integer, got {value}.")
 
 
+def _require_non_negative(**values: int) -> None:
+    """Refuse a negative count where 0 means off; keyword names are the options without '--'."""
+    for name, value in values.items():
+        if value < 0:
+            raise fail(f"--{name.replace('_', '-')} must be 0 or a positive integer, got {value}.")
+
+
 def _channels(text: str, option: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(","))
@@ -125,8 +132,7 @@ def train_class(
     """
     _require_positive(steps=steps, batch_size=batch_size, d_steps=d_steps, sample_every=sample_every,
                       entities=entities, fid_per_class=fid_per_class)
-    if keep_every < 0:
-        raise fail(f"--keep-every must be 0 or a positive integer, got {keep_every}.")
+    _require_non_negative(keep_every=keep_every)
     if fid_every < 0 or fid_every % sample_every:
         raise fail(f"--fid-every must be 0 or a multiple of --sample-every ({sample_every}), got {fid_every}.")
     if fid_every and not fid_reference.is_file():
@@ -197,10 +203,10 @@ def train_inpaint(
 
     Example: annorm train inpaint --out ~/runs/scenes-an --steps 50000
     """
-    _require_positive(steps=steps, batch_size=batch_size, channels=channels, sample_every=sample_every,
-                      quarter_channels=1 if quarter_channels is None else quarter_channels)
-    if keep_every < 0:
-        raise fail(f"--keep-every must be 0 or a positive integer, got {keep_every}.")
+    _require_positive(steps=steps, batch_size=batch_size, channels=channels, sample_every=sample_every)
+    if quarter_channels is not None:
+        _require_positive(quarter_channels=quarter_channels)
+    _require_non_negative(keep_every=keep_every)
     if crop < 16 or crop % 4:
         raise fail(f"--crop must be a multiple of 4 and at least 16, got {crop}.")
     if precision not in ("fp32", "bf16"):

@@ -109,7 +109,7 @@ def train(options: ClassifierOptions, run_dir: Path, *, resume: Optional[dict] =
     common.run_loop(run, lambda: train_step(run, data), steps=options.steps, log_every=options.log_every,
                     sample_every=10 ** 12, checkpoint_minutes=options.checkpoint_minutes,
                     images_per_step=options.batch_size, run_dir=run_dir, world=world,
-                    save_fn=lambda name=common.CHECKPOINT_NAME: common.atomic_save(run.checkpoint(), run_dir / name),
+                    save_fn=lambda name: common.atomic_save(run.checkpoint(), run_dir / name),
                     sample_fn=lambda: {}, on_event=on_event)
     return run
 

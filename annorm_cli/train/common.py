@@ -168,7 +168,7 @@ class GanRun:
         self.step, self.wall_time = int(saved["step"]), float(saved["wall_time"])
         self.precision = saved["precision"]
 
-    def save(self, run_dir: Path, world: World, name: str = CHECKPOINT_NAME) -> None:
+    def save(self, run_dir: Path, world: World, name: str) -> None:
         if world.is_main:
             atomic_save(self.checkpoint(), Path(run_dir) / name)
 
@@ -238,19 +238,15 @@ class StopFlag:
                 signal.signal(sig, old)
 
 
-def kept_checkpoint_name(step: int) -> str:
-    return f"checkpoint-{step:07d}.pt"
-
-
 def run_loop(state, step_fn: Callable[[], dict], *, steps: int, log_every: int, sample_every: int,
              checkpoint_minutes: float, images_per_step: int, run_dir: Path, world: World,
-             save_fn: Callable[..., None], sample_fn: Callable[[], dict],
+             save_fn: Callable[[str], None], sample_fn: Callable[[], dict],
              on_event: Callable[[str, dict], None], keep_every: int = 0) -> bool:
     """The loop every trainer shares: step until `steps` or Ctrl-C / SIGTERM, log (log.jsonl +
     events), write samples and atomic checkpoints on schedule, and a final checkpoint.
     `sample_fn` returns what it wrote ({"path": ...} and any scores), logged with the step.
-    `save_fn(name)` writes the checkpoint under that file name (default: checkpoint.pt); every
-    `keep_every` steps it also writes `checkpoint-STEP.pt`, kept, so that a checkpoint whose
+    `save_fn(name)` writes the checkpoint under that file name in the run folder: checkpoint.pt,
+    and every `keep_every` steps also `checkpoint-STEP.pt`, kept, so that a checkpoint whose
     samples scored best can be exported later.
     `state` needs `.step` and `.wall_time`; returns True if stopped by a signal."""
     stop = StopFlag()
@@ -278,13 +274,14 @@ def run_loop(state, step_fn: Callable[[], dict], *, steps: int, log_every: int, 
                     log.write(json.dumps(info) + "\n")
                 on_event("samples", info)
             if keep_every and state.step % keep_every == 0:
-                save_fn(kept_checkpoint_name(state.step))
-                on_event("checkpoint", {"step": state.step, "kept": kept_checkpoint_name(state.step)})
+                kept = f"checkpoint-{state.step:07d}.pt"
+                save_fn(kept)
+                on_event("checkpoint", {"step": state.step, "kept": kept})
             if time.monotonic() - last_checkpoint > checkpoint_minutes * 60:
-                save_fn()
+                save_fn(CHECKPOINT_NAME)
                 last_checkpoint = time.monotonic()
                 on_event("checkpoint", {"step": state.step})
-    save_fn()
+    save_fn(CHECKPOINT_NAME)
     on_event("stop", {"step": state.step, "interrupted": stop.requested})
     finish_distributed(world)
     return stop.requested

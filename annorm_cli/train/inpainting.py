@@ -249,7 +249,7 @@ def train(options: InpaintOptions, config: InpaintConfig, run_dir: Path, *, devi
     common.run_loop(state, lambda: train_step(state, photos, device, world), steps=options.steps,
                     log_every=options.log_every, sample_every=options.sample_every,
                     checkpoint_minutes=options.checkpoint_minutes, images_per_step=options.batch_size,
-                    run_dir=run_dir, world=world, save_fn=lambda *name: state.save(run_dir, world, *name),
+                    run_dir=run_dir, world=world, save_fn=lambda name: state.save(run_dir, world, name),
                     sample_fn=sample, on_event=on_event, keep_every=options.keep_every)
     return state
 
