@@ -160,17 +160,44 @@ def downscale_known(region: torch.Tensor, hole: torch.Tensor, size: list[int]) -
     return resize(region * known) / weight.clamp_min(1e-6) * (weight > 1e-6)
 
 
+def pull_push(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Fill values [B, C, H, W] where weight [B, 1, H, W] is 0 from where it is 1, by the
+    pull-push algorithm (Gortler et al. 1996): weighted averages over a pyramid of 2x2 blocks
+    (pull), then each level keeps its own average where it has weight and takes the upsampled
+    coarser estimate where it has none (push). Smooth, parameter-free, and exact where weight = 1."""
+    levels = [(values * weight, weight)]                                        # (weighted sum, weight)
+    while max(levels[-1][1].shape[2:]) > 1:
+        total, mass = levels[-1]
+        levels.append((F.avg_pool2d(total, 2, ceil_mode=True) * 4, F.avg_pool2d(mass, 2, ceil_mode=True) * 4))
+    total, mass = levels[-1]
+    estimate = total / mass.clamp_min(1e-6)                                     # [B, C, 1, 1]
+    for total, mass in reversed(levels[:-1]):
+        coarser = F.interpolate(estimate, size=total.shape[2:], mode="bilinear", align_corners=False)
+        own = mass.clamp(0, 1)
+        estimate = own * total / mass.clamp_min(1e-6) + (1 - own) * coarser
+    return estimate
+
+
+def match_surroundings(fill: torch.Tensor, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """Correct the network's fill [B, 3, H, W] by its own error on the known pixels: the error
+    image - fill, known outside the hole (1 = hole), is pull-push interpolated into the hole and
+    added, so the fill meets its surroundings without a seam or a colour cast."""
+    known = 1 - hole
+    return fill + pull_push((image - fill) * known, known)
+
+
 @torch.no_grad()
 def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
                   device: torch.device = torch.device("cpu"), max_side: Optional[int] = None,
-                  whole_image: bool = False) -> np.ndarray:
+                  whole_image: bool = False, match: bool = True) -> np.ndarray:
     """Fill the hole of one photo. image [H, W, 3] uint8, mask [H, W] bool (True = hole) ->
     [H, W, 3] uint8 whose pixels outside the hole are the input's, bit for bit.
 
     The network sees the hole's bounding box plus a margin of context; if that region's long
     side exceeds `max_side` (default: the model's `config.work_side`, the scale it was trained
     at) it is downscaled to it, inpainted, upscaled, and only the hole pixels are pasted back.
-    `whole_image` makes the network see the whole photo (as visualize-layout wants)."""
+    `whole_image` makes the network see the whole photo (as visualize-layout wants). With `match`
+    the fill is corrected by the network's error on the known pixels (see match_surroundings)."""
     from annorm_cli.models.inpainting import MULTIPLE
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise BadInputError("inpaint needs an RGB uint8 image [H, W, 3].")
@@ -181,7 +208,7 @@ def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *
     if not mask.any():
         return image.copy()
     top, bottom, left, right = (0, mask.shape[0], 0, mask.shape[1]) if whole_image else hole_region(mask)
-    region = torch.from_numpy(image[top:bottom, left:right]).permute(2, 0, 1)[None].float() / 127.5 - 1
+    region = torch.from_numpy(image[top:bottom, left:right].copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
     hole = torch.from_numpy(mask[top:bottom, left:right])[None, None].float()
     size = region.shape[2:]
     scale = min(1.0, (max_side or model.config.work_side) / max(size))
@@ -192,6 +219,8 @@ def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *
     x, H, W = _pad_to_multiple(region.to(device), MULTIPLE)
     m, _, _ = _pad_to_multiple(hole.to(device), MULTIPLE)
     _, refined = model.to(device).eval()(x, m)
+    if match:
+        refined = match_surroundings(refined, x, m)
     refined = refined[:, :, :H, :W].float().cpu()
     if scale < 1.0:
         refined = F.interpolate(refined, size=size, mode="bilinear", align_corners=False)

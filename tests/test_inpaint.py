@@ -363,3 +363,40 @@ def test_downscale_known_averages_known_pixels_only():
     small = downscale_known(region, hole, [10, 10])
     known_small = torch.nn.functional.interpolate(1 - hole, size=[10, 10], mode="area") == 1
     torch.testing.assert_close(small[known_small.expand_as(small)], torch.full_like(small[known_small.expand_as(small)], 0.25))
+
+
+def test_pull_push_keeps_known_values_and_fills_within_their_range():
+    from annorm_cli.pipelines import pull_push
+    torch.manual_seed(0)
+    values = torch.rand(2, 3, 37, 50)
+    weight = torch.from_numpy(np.stack([random_mask(37, 50, seed=s, ratio=(0.3, 0.4)) for s in (1, 2)]))[:, None]
+    weight = 1 - weight.float()
+    filled = pull_push(values, weight)
+    known = weight.expand_as(values) == 1
+    torch.testing.assert_close(filled[known], values[known])
+    low = values.masked_fill(~known, 2).amin((2, 3), keepdim=True)
+    high = values.masked_fill(~known, -1).amax((2, 3), keepdim=True)
+    assert ((filled >= low - 1e-6) & (filled <= high + 1e-6)).all()     # a weighted average, never beyond
+    constant = pull_push(torch.full_like(values, 0.3), weight)
+    torch.testing.assert_close(constant, torch.full_like(values, 0.3))
+
+
+class _PaintsOneColour(torch.nn.Module):
+    """A stand-in network with a colour cast: its output is one grey everywhere."""
+    config = InpaintConfig(work_side=64)
+
+    def forward(self, x, m):
+        grey = torch.full_like(x, 0.5)
+        return grey, grey
+
+
+def test_the_fill_is_corrected_by_the_networks_error_on_the_known_pixels():
+    image = np.zeros((40, 48, 3), np.uint8)
+    image[:] = (200, 60, 30)                            # a brick-red wall
+    mask = np.zeros((40, 48), bool)
+    mask[10:30, 12:36] = True
+    raw = inpaint_array(_PaintsOneColour(), image, mask, match=False)
+    matched = inpaint_array(_PaintsOneColour(), image, mask)
+    assert (raw[mask] == 191).all()                     # the network's grey: (0.5 + 1) * 127.5
+    assert np.abs(matched[mask].astype(int) - image[mask]).max() <= 1
+    assert np.array_equal(matched[~mask], image[~mask])

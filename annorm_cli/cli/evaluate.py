@@ -206,6 +206,8 @@ def inpaint(
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the tables as JSON here."),
     max_side: Optional[int] = typer.Option(None, help="Largest side the network sees (default: the model's work_side)."),
+    match: bool = typer.Option(True, help="Correct each fill by the network's error on the known pixels "
+                               "(as annorm inpaint does); --no-match scores the network's raw fill."),
     record: bool = typer.Option(False, help="Write the tables into the model's card (metrics), with this command."),
 ) -> None:
     """PSNR / L1 in the hole and SSIM for annorm vs OpenCV Telea and Navier-Stokes, per hole-size bucket.
@@ -238,7 +240,8 @@ def inpaint(
             mask = metrics.evaluation_mask(*truth.shape[:2], b, i, bucket)
             outputs = {"telea": metrics.opencv_inpaint(truth, mask, "telea"),
                        "ns": metrics.opencv_inpaint(truth, mask, "ns"),
-                       "annorm": inpaint_array(network, truth, mask, device=dev, max_side=work_side)}
+                       "annorm": inpaint_array(network, truth, mask, device=dev, max_side=work_side,
+                                                   match=match)}
             for method, out in outputs.items():
                 results[b][method]["psnr"].append(metrics.psnr_in_hole(out, truth, mask))
                 results[b][method]["l1"].append(metrics.l1_in_hole(out, truth, mask))
@@ -264,12 +267,12 @@ def inpaint(
     if compare_out is not None and tiles:
         save_png(make_grid(np.stack(tiles), 6), compare_out)
     if json_out:
-        json_out.write_text(json.dumps({"model_sha256": card["sha256"], "work_side": work_side, "photos": list(loaded),
-                                        "buckets": summary},
+        json_out.write_text(json.dumps({"model_sha256": card["sha256"], "work_side": work_side, "match": match,
+                                        "photos": list(loaded), "buckets": summary},
                                        indent=2) + "\n")
     if record:
         import sys
         _, card_path = weight_files.resolve(model, weights, task="inpaint")
         weight_files.record_metrics(card_path, {"inpaint_eval": {
             "photos": "held-out list" if photos is None else str(photos), "n_photos": len(loaded),
-            "buckets": summary, "work_side": work_side, "protocol": "annorm_cli/evaluate/inpainting.py", "command": "annorm " + " ".join(sys.argv[1:])}})
+            "buckets": summary, "work_side": work_side, "match": match, "protocol": "annorm_cli/evaluate/inpainting.py", "command": "annorm " + " ".join(sys.argv[1:])}})
