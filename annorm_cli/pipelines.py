@@ -197,7 +197,8 @@ def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *
     side exceeds `max_side` (default: the model's `config.work_side`, the scale it was trained
     at) it is downscaled to it, inpainted, upscaled, and only the hole pixels are pasted back.
     `whole_image` makes the network see the whole photo (as visualize-layout wants). With `match`
-    the fill is corrected by the network's error on the known pixels (see match_surroundings)."""
+    the fill, back at full size, is corrected by its error on the known pixels (match_surroundings):
+    this removes the network's colour cast and restores detail the downscale lost at the hole's edge."""
     from annorm_cli.models.inpainting import MULTIPLE
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise BadInputError("inpaint needs an RGB uint8 image [H, W, 3].")
@@ -212,18 +213,19 @@ def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *
     hole = torch.from_numpy(mask[top:bottom, left:right])[None, None].float()
     size = region.shape[2:]
     scale = min(1.0, (max_side or model.config.work_side) / max(size))
+    x, m = region, hole
     if scale < 1.0:
         small = [max(MULTIPLE, round(s * scale)) for s in size]
-        region = downscale_known(region, hole, small)
-        hole = (F.interpolate(hole, size=small, mode="area") > 0).float()       # any hole pixel -> hole
-    x, H, W = _pad_to_multiple(region.to(device), MULTIPLE)
-    m, _, _ = _pad_to_multiple(hole.to(device), MULTIPLE)
+        x = downscale_known(region, hole, small)
+        m = (F.interpolate(hole, size=small, mode="area") > 0).float()         # any hole pixel -> hole
+    x, H, W = _pad_to_multiple(x.to(device), MULTIPLE)
+    m, _, _ = _pad_to_multiple(m.to(device), MULTIPLE)
     _, refined = model.to(device).eval()(x, m)
-    if match:
-        refined = match_surroundings(refined, x, m)
     refined = refined[:, :, :H, :W].float().cpu()
     if scale < 1.0:
         refined = F.interpolate(refined, size=size, mode="bilinear", align_corners=False)
+    if match:
+        refined = match_surroundings(refined, region, hole)
     filled = ((refined.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
     out = image.copy()
     window = out[top:bottom, left:right]

@@ -390,13 +390,14 @@ class _PaintsOneColour(torch.nn.Module):
         return grey, grey
 
 
-def test_the_fill_is_corrected_by_the_networks_error_on_the_known_pixels():
+@pytest.mark.parametrize("max_side", [None, 16])    # at native scale, and filled downscaled
+def test_the_fill_is_corrected_by_the_networks_error_on_the_known_pixels(max_side):
     image = np.zeros((40, 48, 3), np.uint8)
     image[:] = (200, 60, 30)                            # a brick-red wall
     mask = np.zeros((40, 48), bool)
     mask[10:30, 12:36] = True
-    raw = inpaint_array(_PaintsOneColour(), image, mask, match=False)
-    matched = inpaint_array(_PaintsOneColour(), image, mask)
+    raw = inpaint_array(_PaintsOneColour(), image, mask, max_side=max_side, match=False)
+    matched = inpaint_array(_PaintsOneColour(), image, mask, max_side=max_side)
     assert (raw[mask] == 191).all()                     # the network's grey: (0.5 + 1) * 127.5
     assert np.abs(matched[mask].astype(int) - image[mask]).max() <= 1
     assert np.array_equal(matched[~mask], image[~mask])
