@@ -160,30 +160,31 @@ def downscale_known(region: torch.Tensor, hole: torch.Tensor, size: list[int]) -
     return resize(region * known) / weight.clamp_min(1e-6) * (weight > 1e-6)
 
 
-def pull_push(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Fill values [B, C, H, W] where weight [B, 1, H, W] is 0 from where it is 1, by the
-    pull-push algorithm (Gortler et al. 1996): weighted averages over a pyramid of 2x2 blocks
-    (pull), then each level keeps its own average where it has weight and takes the upsampled
-    coarser estimate where it has none (push). Smooth, parameter-free, and exact where weight = 1."""
-    levels = [(values * weight, weight)]                                        # (weighted sum, weight)
+def pull_push(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Fill values [B, C, H, W] where known [B, 1, H, W] is 0 from where it is 1, by the pull-push
+    algorithm (Gortler et al. 1996): known-pixel averages over a pyramid of 2x2 blocks (pull),
+    then each level keeps its own average where it has known pixels under it and takes the
+    upsampled coarser estimate where it has none (push). Smooth, parameter-free, and exact on
+    known pixels."""
+    levels = [(F.avg_pool2d(values * known, 2, ceil_mode=True) * 4,            # (sum, count) per block
+               F.avg_pool2d(known, 2, ceil_mode=True) * 4)]
     while max(levels[-1][1].shape[2:]) > 1:
-        total, mass = levels[-1]
-        levels.append((F.avg_pool2d(total, 2, ceil_mode=True) * 4, F.avg_pool2d(mass, 2, ceil_mode=True) * 4))
-    total, mass = levels[-1]
-    estimate = total / mass.clamp_min(1e-6)                                     # [B, C, 1, 1]
-    for total, mass in reversed(levels[:-1]):
+        total, count = levels[-1]
+        levels.append((F.avg_pool2d(total, 2, ceil_mode=True) * 4, F.avg_pool2d(count, 2, ceil_mode=True) * 4))
+    total, count = levels[-1]
+    estimate = total / count.clamp_min(1e-6)                                    # [B, C, 1, 1]
+    for total, count in reversed(levels[:-1]):
         coarser = F.interpolate(estimate, size=total.shape[2:], mode="bilinear", align_corners=False)
-        own = mass.clamp(0, 1)
-        estimate = own * total / mass.clamp_min(1e-6) + (1 - own) * coarser
-    return estimate
+        estimate = torch.where(count > 0, total / count.clamp_min(1e-6), coarser)
+    coarser = F.interpolate(estimate, size=values.shape[2:], mode="bilinear", align_corners=False)
+    return torch.where(known > 0, values, coarser)
 
 
 def match_surroundings(fill: torch.Tensor, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
     """Correct the network's fill [B, 3, H, W] by its own error on the known pixels: the error
     image - fill, known outside the hole (1 = hole), is pull-push interpolated into the hole and
     added, so the fill meets its surroundings without a seam or a colour cast."""
-    known = 1 - hole
-    return fill + pull_push((image - fill) * known, known)
+    return fill + pull_push(image - fill, 1 - hole)
 
 
 @torch.no_grad()
