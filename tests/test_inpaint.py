@@ -294,6 +294,29 @@ def test_a_run_can_widen_the_quarter_stage_of_the_model_it_starts_from(tmp_path,
         trainer.train(options, dataclasses.replace(TINY, quarter_channels=8), tmp_path / "narrow", device=torch.device("cpu"))
 
 
+def test_a_model_grown_from_another_counts_the_steps_and_time_of_both(tmp_path):
+    from annorm_cli.train import inpainting as trainer
+    from annorm_cli.train.common import load_checkpoint
+    from helpers import tiny_image_folder
+    data = tiny_image_folder(tmp_path / "photos", per_class=3)
+    options = trainer.InpaintOptions(data=str(data), steps=3, batch_size=2, crop=16, sample_every=10, log_every=1)
+    trainer.train(options, TINY, tmp_path / "one", device=torch.device("cpu"))
+    first = trainer.export_generator(load_checkpoint(tmp_path / "one"), tmp_path / "one.safetensors", {})
+    assert first["stages"] == [{"steps": 3, "train_wall_time_s": first["train_wall_time_s"], "init_from": None}]
+    grown = dataclasses.replace(options, steps=1, init_from=str(tmp_path / "one.safetensors"))
+    trainer.train(grown, dataclasses.replace(TINY, quarter_channels=24), tmp_path / "two", device=torch.device("cpu"))
+    trainer.train(dataclasses.replace(grown, steps=2), TINY, tmp_path / "two", device=torch.device("cpu"),
+                  resume=load_checkpoint(tmp_path / "two"))                   # resuming keeps the lineage
+    saved = load_checkpoint(tmp_path / "two")
+    second = trainer.export_generator(saved, tmp_path / "two.safetensors", {})
+    assert second["steps"] == 2 and second["total_steps"] == 5
+    assert [stage["steps"] for stage in second["stages"]] == [3, 2]
+    assert second["stages"][1]["init_from"] == str(tmp_path / "one.safetensors")
+    assert second["train_wall_time_s"] == first["train_wall_time_s"] + round(saved["wall_time"])
+    card = weights.read_card(tmp_path / "two.json")
+    assert card["stages"] == second["stages"]
+
+
 def test_inference_scale_batches_scale_the_photo_and_draw_the_mask_on_all_of_it():
     from annorm_cli.train import inpainting as trainer
     photo = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 200, 300), dtype=np.uint8))

@@ -138,7 +138,9 @@ def probe_precision(step: Callable[[str], None], *, repeats: int = 2) -> tuple[s
 @dataclass
 class GanRun:
     """What a GAN trainer carries from step to step; `checkpoint()` / `restore()` define the
-    checkpoint format. G and D may be DDP-wrapped; `ema.model` is the averaged generator."""
+    checkpoint format. G and D may be DDP-wrapped; `ema.model` is the averaged generator.
+    `earlier_stages` are the runs the model was grown from (--init-from), oldest first, each
+    {"steps", "train_wall_time_s", "init_from"}: exported cards add them up."""
     task: str
     G: nn.Module
     D: nn.Module
@@ -150,11 +152,12 @@ class GanRun:
     precision: str = "fp32"
     step: int = 0
     wall_time: float = 0.0
+    earlier_stages: list = dataclasses.field(default_factory=list)
 
     def checkpoint(self) -> dict:
         return {"format": "annorm-train-v1", "task": self.task, "step": self.step, "wall_time": self.wall_time,
                 "precision": self.precision, "model_config": self.model_config.to_dict(),
-                "options": dataclasses.asdict(self.options),
+                "options": dataclasses.asdict(self.options), "earlier_stages": self.earlier_stages,
                 "G": unwrap(self.G).state_dict(), "G_ema": self.ema.model.state_dict(),
                 "D": unwrap(self.D).state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
@@ -167,6 +170,7 @@ class GanRun:
         self.opt_d.load_state_dict(saved["opt_d"])
         self.step, self.wall_time = int(saved["step"]), float(saved["wall_time"])
         self.precision = saved["precision"]
+        self.earlier_stages = list(saved.get("earlier_stages", []))
 
     def save(self, run_dir: Path, world: World, name: str) -> None:
         if world.is_main:

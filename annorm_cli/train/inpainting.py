@@ -90,7 +90,7 @@ def start_from_weights(state: common.GanRun, path: str) -> None:
     starts as that model. The new network may add the zero-started skip convolutions and a wider
     1/4 stage (see load_narrower); anything else must match."""
     from annorm_cli import weights
-    trained, _ = weights.load(weights=path, task="inpaint")
+    trained, card = weights.load(weights=path, task="inpaint")
     comparable = lambda config: dataclasses.replace(config, skips=False, quarter_channels=None)  # noqa: E731
     target = state.model_config
     if (comparable(trained.config) != comparable(target) or trained.config.quarter > target.quarter
@@ -100,6 +100,15 @@ def start_from_weights(state: common.GanRun, path: str) -> None:
     for model in (common.unwrap(state.G), state.ema.model):
         missing = load_narrower(model, trained.state_dict())
         assert all(".skip_" in key for key in missing), missing
+    state.earlier_stages = training_stages(card)
+
+
+def training_stages(card: dict) -> list[dict]:
+    """The runs that made a shipped model, oldest first: its card's `stages`, or for a card
+    written before stages were recorded, one stage of its `steps` and `train_wall_time_s`."""
+    if "stages" in card:
+        return [dict(stage) for stage in card["stages"]]
+    return [{"steps": card.get("steps", 0), "train_wall_time_s": card.get("train_wall_time_s", 0), "init_from": None}]
 
 
 def random_crop(photo: torch.Tensor, crop: int, rng: torch.Generator) -> torch.Tensor:
@@ -255,10 +264,16 @@ def train(options: InpaintOptions, config: InpaintConfig, run_dir: Path, *, devi
 
 
 def export_generator(saved: dict, path: Path, card: dict) -> dict:
+    """Write a checkpoint's EMA generator as shipped weights + card. `steps` is this run's step
+    (what --resume continues); `stages` lists every run the model was grown through, and
+    `total_steps` / `train_wall_time_s` add them up."""
     from annorm_cli import weights
     config = InpaintConfig.from_dict(saved["model_config"])
     generator = InpaintGenerator(config)
     generator.load_state_dict(saved["G_ema"])
-    info = {"task": "inpaint", "steps": saved["step"], "train_wall_time_s": round(saved["wall_time"]),
+    stages = [*saved.get("earlier_stages", []), {"steps": saved["step"], "train_wall_time_s": round(saved["wall_time"]),
+                                                 "init_from": saved["options"].get("init_from")}]
+    info = {"task": "inpaint", "steps": saved["step"], "total_steps": sum(stage["steps"] for stage in stages),
+            "train_wall_time_s": sum(stage["train_wall_time_s"] for stage in stages), "stages": stages,
             "train_options": saved["options"], "holdout": holdout_list(), **card}
     return weights.save(generator, "InpaintGenerator", config.to_dict(), path, info)
