@@ -294,6 +294,24 @@ def test_a_run_can_widen_the_quarter_stage_of_the_model_it_starts_from(tmp_path,
         trainer.train(options, dataclasses.replace(TINY, quarter_channels=8), tmp_path / "narrow", device=torch.device("cpu"))
 
 
+def test_a_learning_rate_typed_on_resume_and_its_decay_reach_the_optimiser(tmp_path):
+    from annorm_cli.train import inpainting as trainer
+    from annorm_cli.train.common import learning_rate_scale, load_checkpoint
+    from helpers import tiny_image_folder
+    assert [learning_rate_scale(t, 4, 8) for t in (0, 4, 6, 8, 9)] == [1.0, 1.0, 0.5, 0.0, 0.0]
+    assert learning_rate_scale(10 ** 6, None, 8) == 1.0
+    data = tiny_image_folder(tmp_path / "photos", per_class=3)
+    options = trainer.InpaintOptions(data=str(data), steps=2, batch_size=2, crop=16, sample_every=10, log_every=1,
+                                     lr=1e-3, adv_start=0)
+    trainer.train(options, TINY, tmp_path / "run", device=torch.device("cpu"))
+    resumed = dataclasses.replace(options, steps=4, lr=5e-4, lr_decay_start=2)
+    trainer.train(resumed, TINY, tmp_path / "run", device=torch.device("cpu"), resume=load_checkpoint(tmp_path / "run"),
+                  overrides=frozenset({"lr", "lr_decay_start"}))
+    saved = load_checkpoint(tmp_path / "run")
+    assert saved["opt_g"]["param_groups"][0]["lr"] == pytest.approx(5e-4 * 0.5)     # the last step, t = 3
+    assert saved["opt_d"]["param_groups"][0]["lr"] == pytest.approx(4e-4 * 0.5)
+
+
 def test_a_model_grown_from_another_counts_the_steps_and_time_of_both(tmp_path):
     from annorm_cli.train import inpainting as trainer
     from annorm_cli.train.common import load_checkpoint

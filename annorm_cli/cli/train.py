@@ -176,7 +176,9 @@ def train_inpaint(
     steps: int = typer.Option(100_000, help="Total steps."),
     batch_size: int = typer.Option(8, help="Global batch size."),
     crop: int = typer.Option(128, help="Training crop size (a multiple of 4)."),
-    lr: float = typer.Option(1e-4, help="Generator learning rate."),
+    lr: float = typer.Option(1e-4, help="Generator learning rate (on --resume: only if typed)."),
+    lr_decay_start: Optional[int] = typer.Option(None, help="Decay both learning rates linearly to 0 from this "
+                                                             "step to --steps."),
     adv_weight: float = typer.Option(0.01, help="Weight of the hinge adversarial loss (0 turns the discriminator off)."),
     adv_start: int = typer.Option(20_000, help="Step from which the adversarial loss is used (L1 warm-up before)."),
     channels: int = typer.Option(16, help="Width at full resolution (x2 at 1/2; new runs only)."),
@@ -206,7 +208,7 @@ def train_inpaint(
     _require_positive(steps=steps, batch_size=batch_size, channels=channels, sample_every=sample_every)
     if quarter_channels is not None:
         _require_positive(quarter_channels=quarter_channels)
-    _require_non_negative(keep_every=keep_every)
+    _require_non_negative(keep_every=keep_every, **({} if lr_decay_start is None else {"lr_decay_start": lr_decay_start}))
     if crop < 16 or crop % 4:
         raise fail(f"--crop must be a multiple of 4 and at least 16, got {crop}.")
     if precision not in ("fp32", "bf16"):
@@ -222,7 +224,7 @@ def train_inpaint(
         torch.set_num_threads(threads)
     saved = load_checkpoint(resume) if resume else None
     options = trainer.InpaintOptions(data=str(data), steps=steps, batch_size=batch_size, crop=crop, lr=lr,
-                                     adv_weight=adv_weight, adv_start=adv_start, seed=seed, precision=precision,
+                                     lr_decay_start=lr_decay_start, adv_weight=adv_weight, adv_start=adv_start, seed=seed, precision=precision,
                                      init_from=str(init_from) if init_from else None, inference_scale=inference_scale,
                                      sample_every=sample_every, checkpoint_minutes=checkpoint_minutes,
                                      keep_every=keep_every)

@@ -97,13 +97,6 @@ def build_state(model_config: ClassConditionalConfig, options: TrainOptions, dev
 
 
 # ----------------------------------------------------------------------------- one step
-def _learning_rate_scale(options: TrainOptions, step: int) -> float:
-    if options.lr_decay_start is None or step < options.lr_decay_start:
-        return 1.0
-    span = max(1, options.steps - options.lr_decay_start)
-    return max(0.0, 1.0 - (step - options.lr_decay_start) / span)
-
-
 def _real_batch(data: LabelledImages, options: TrainOptions, batch_index: int, rng: torch.Generator,
                 device: torch.device, part: slice):
     indices = common.epoch_batches(len(data.labels), options.batch_size, options.seed, batch_index)
@@ -134,11 +127,9 @@ def train_step(state: RunState, data: LabelledImages, device: torch.device, worl
     part = common.local_slice(world, options.batch_size)
     torch.manual_seed(common.step_seed(options.seed, t, stream=1))   # AN self-sampling positions
     rng = common.step_generator(options.seed, t)
-    scale = _learning_rate_scale(options, t)
-    for group in state.opt_g.param_groups:
-        group["lr"] = options.lr_g * scale
-    for group in state.opt_d.param_groups:
-        group["lr"] = options.lr_d * scale
+    scale = common.learning_rate_scale(t, options.lr_decay_start, options.steps)
+    common.set_learning_rate(state.opt_g, options.lr_g * scale)
+    common.set_learning_rate(state.opt_d, options.lr_d * scale)
     G, D = state.G, state.D
     for k in range(options.d_steps):
         real, real_labels = _real_batch(data, options, t * options.d_steps + k, rng, device, part)

@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -103,6 +103,22 @@ def resumed_options(saved: dict, given, overrides: frozenset[str] = frozenset())
     saved_options = type(given)(**saved["options"])
     keep = (set(RUN_CONTROLS) | set(overrides)) & {f.name for f in dataclasses.fields(given)}
     return dataclasses.replace(saved_options, **{k: getattr(given, k) for k in keep})
+
+
+# ----------------------------------------------------------------------------- learning rate
+def learning_rate_scale(step: int, decay_start: Optional[int], steps: int) -> float:
+    """1 until `decay_start` (None: never decay), then linearly down to 0 at `steps`."""
+    if decay_start is None or step < decay_start:
+        return 1.0
+    return max(0.0, 1.0 - (step - decay_start) / max(1, steps - decay_start))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's lr. Trainers call it each step from their options, because a
+    restored optimizer state carries the lr it was saved with, which would silently win over a
+    --lr typed on a resume command."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 # ----------------------------------------------------------------------------- precision

@@ -56,6 +56,7 @@ class InpaintOptions:
     crop: int = 128
     lr: float = 1e-4
     lr_d: float = 4e-4
+    lr_decay_start: Optional[int] = None   # linear decay of both learning rates to 0 from this step to `steps`
     beta1: float = 0.5
     beta2: float = 0.999
     hole_weight: float = 6.0
@@ -182,6 +183,9 @@ def train_step(state: common.GanRun, photos: list[torch.Tensor], device: torch.d
     torch.manual_seed(common.step_seed(options.seed, t, stream=1))
     images, masks = make_batch(photos, options, t, state.model_config.work_side)
     images, masks = images[part].to(device), masks[part].to(device)
+    scale = common.learning_rate_scale(t, options.lr_decay_start, options.steps)
+    common.set_learning_rate(state.opt_g, options.lr * scale)
+    common.set_learning_rate(state.opt_d, options.lr_d * scale)
     adversarial = options.adv_weight > 0 and t >= options.adv_start
     losses = {}
     with common.autocast(device, state.precision):
