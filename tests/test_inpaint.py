@@ -79,6 +79,16 @@ def test_mask_generator_is_deterministic_and_hits_its_ratio_range():
     assert not np.array_equal(random_mask(64, 64, 1), random_mask(64, 64, 2))
 
 
+def test_the_comparison_window_is_centred_on_the_hole_and_stays_inside_the_image():
+    mask = np.zeros((300, 400), bool)
+    mask[200:220, 300:340] = True                        # centroid (209.5 -> 210, 319.5 -> 320)
+    assert metrics.hole_window(mask, 100) == (slice(160, 260), slice(270, 370))
+    mask[:] = False
+    mask[290:, 390:] = True                              # in the corner: shifted inside
+    assert metrics.hole_window(mask, 100) == (slice(200, 300), slice(300, 400))
+    assert metrics.hole_window(mask[250:], 100) == (slice(0, 50), slice(300, 400))   # shorter than the window
+
+
 def test_metrics_against_hand_computation():
     truth = np.zeros((4, 4, 3), np.uint8)
     prediction = truth.copy()

@@ -246,8 +246,9 @@ def inpaint(
                 results[b][method]["psnr"].append(metrics.psnr_in_hole(out, truth, mask))
                 results[b][method]["l1"].append(metrics.l1_in_hole(out, truth, mask))
                 results[b][method]["ssim"].append(metrics.ssim(out, truth))
-            if compare_out is not None and b == 1 and i < 4:
-                crop = lambda a: a[:192, :192]  # noqa: E731
+            if compare_out is not None and b == 1 and len(tiles) < 4 * 6 and min(mask.shape) >= 192:
+                window = metrics.hole_window(mask, 192)
+                crop = lambda a: a[window]  # noqa: E731
                 shown = np.where(mask[..., None], np.uint8(255), truth)
                 tiles += [crop(shown), crop(np.repeat(mask[..., None] * np.uint8(255), 3, -1)),
                           crop(outputs["telea"]), crop(outputs["ns"]), crop(outputs["annorm"]), crop(truth)]

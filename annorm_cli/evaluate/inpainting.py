@@ -62,3 +62,14 @@ def evaluation_mask(height: int, width: int, bucket_index: int, photo_index: int
                     bucket: tuple[float, float]) -> np.ndarray:
     from annorm_cli.masks import random_mask
     return random_mask(height, width, seed=1000 * bucket_index + photo_index, ratio=bucket)
+
+
+def hole_window(mask: np.ndarray, side: int) -> tuple[slice, slice]:
+    """A side x side window (smaller where the image is) centred on the hole's centroid and
+    shifted to lie inside the image: where a comparison picture shows the fill."""
+    rows, cols = np.nonzero(mask)
+    H, W = mask.shape
+    h, w = min(side, H), min(side, W)
+    top = int(np.clip(round(rows.mean()) - h // 2, 0, H - h))
+    left = int(np.clip(round(cols.mean()) - w // 2, 0, W - w))
+    return slice(top, top + h), slice(left, left + w)
