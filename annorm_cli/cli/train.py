@@ -208,7 +208,9 @@ def train_inpaint(
     _require_positive(steps=steps, batch_size=batch_size, channels=channels, sample_every=sample_every)
     if quarter_channels is not None:
         _require_positive(quarter_channels=quarter_channels)
-    _require_non_negative(keep_every=keep_every, **({} if lr_decay_start is None else {"lr_decay_start": lr_decay_start}))
+    _require_non_negative(keep_every=keep_every)
+    if lr_decay_start is not None:
+        _require_non_negative(lr_decay_start=lr_decay_start)
     if crop < 16 or crop % 4:
         raise fail(f"--crop must be a multiple of 4 and at least 16, got {crop}.")
     if precision not in ("fp32", "bf16"):
@@ -224,7 +226,8 @@ def train_inpaint(
         torch.set_num_threads(threads)
     saved = load_checkpoint(resume) if resume else None
     options = trainer.InpaintOptions(data=str(data), steps=steps, batch_size=batch_size, crop=crop, lr=lr,
-                                     lr_decay_start=lr_decay_start, adv_weight=adv_weight, adv_start=adv_start, seed=seed, precision=precision,
+                                     lr_decay_start=lr_decay_start, adv_weight=adv_weight, adv_start=adv_start,
+                                     seed=seed, precision=precision,
                                      init_from=str(init_from) if init_from else None, inference_scale=inference_scale,
                                      sample_every=sample_every, checkpoint_minutes=checkpoint_minutes,
                                      keep_every=keep_every)

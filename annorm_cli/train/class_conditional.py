@@ -86,8 +86,7 @@ def build_state(model_config: ClassConditionalConfig, options: TrainOptions, dev
                 world: common.World, precision: str = "fp32") -> RunState:
     torch.manual_seed(options.seed)
     G, D = Generator(model_config).to(device), Discriminator(model_config).to(device)
-    if device.type == "cpu":  # measured: channels_last D+G steps 1.7 s vs 2.0 s on this CPU
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    G, D = common.channels_last_on_cpu(device, G, D)
     ema = common.EMA(G, options.ema_decay)
     betas = (options.beta1, options.beta2)
     opt_g = torch.optim.Adam(G.parameters(), options.lr_g, betas=betas)
@@ -127,9 +126,7 @@ def train_step(state: RunState, data: LabelledImages, device: torch.device, worl
     part = common.local_slice(world, options.batch_size)
     torch.manual_seed(common.step_seed(options.seed, t, stream=1))   # AN self-sampling positions
     rng = common.step_generator(options.seed, t)
-    scale = common.learning_rate_scale(t, options.lr_decay_start, options.steps)
-    common.set_learning_rate(state.opt_g, options.lr_g * scale)
-    common.set_learning_rate(state.opt_d, options.lr_d * scale)
+    common.set_learning_rates(state, options.lr_g, options.lr_d, options.lr_decay_start)
     G, D = state.G, state.D
     for k in range(options.d_steps):
         real, real_labels = _real_batch(data, options, t * options.d_steps + k, rng, device, part)

