@@ -71,15 +71,20 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def read_mask(path: str | os.PathLike, size: tuple[int, int], dilate: int = 0) -> np.ndarray:
     """A hole mask [H, W] bool for an image of `size` (H, W). Hole = white pixels of an RGB mask,
-    transparent pixels (alpha 0) of a mask with alpha, or any non-zero pixel of a single-channel
-    mask. A mask that differs from the image only by scale is resized (nearest); another aspect
-    ratio is refused. `dilate` grows the hole by that many pixels."""
+    transparent pixels (alpha 0) of a mask with alpha, pixels >= 128 of a grey mask (or the 1s
+    of a 0/1 mask), or any non-zero pixel of a 1-bit, 16-bit or float mask. A mask that differs
+    from the image only by scale is resized (nearest); another aspect ratio is refused. `dilate`
+    grows the hole by that many pixels. A mask that marks no pixel is refused (a silent copy of
+    the photo would look like a failed fill)."""
     from annorm_cli.errors import BadInputError
     image = _open(Path(path), "mask")
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = np.asarray(image.convert("RGBA"))
         hole = rgba[..., 3] == 0 if (rgba[..., 3] == 0).any() else rgba[..., :3].min(-1) >= 128
-    elif image.mode in ("1", "L", "I", "I;16", "F"):
+    elif image.mode == "L":                     # 0/1 label masks; else >= 128 (JPEG noise in black stays known)
+        grey = np.asarray(image)
+        hole = grey == 1 if grey.max() <= 1 else grey >= 128
+    elif image.mode in ("1", "I", "I;16", "F"):
         hole = np.asarray(image) != 0
     else:
         hole = np.asarray(image.convert("RGB")).min(-1) >= 128
@@ -93,4 +98,7 @@ def read_mask(path: str | os.PathLike, size: tuple[int, int], dilate: int = 0) -
         from PIL import ImageFilter
         grown = Image.fromarray(hole.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * dilate + 1))
         hole = np.asarray(grown) > 0
+    if not hole.any():
+        raise BadInputError(f"The mask '{path}' marks no pixel as hole (white, transparent, or >= 128 "
+                            f"in a grey mask); there is nothing to fill.")
     return hole.astype(bool)

@@ -209,6 +209,8 @@ def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *
     mask = mask.astype(bool)
     if not mask.any():
         return image.copy()
+    if mask.all():
+        raise BadInputError("The mask covers the whole image: there are no known pixels to fill the hole from.")
     top, bottom, left, right = (0, mask.shape[0], 0, mask.shape[1]) if whole_image else hole_region(mask)
     region = torch.from_numpy(image[top:bottom, left:right].copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
     hole = torch.from_numpy(mask[top:bottom, left:right])[None, None].float()

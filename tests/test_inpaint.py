@@ -152,11 +152,15 @@ def test_cli_inpaint_file_and_folders(tiny_inpaint_weights, tmp_path, capsys):
     ("dilate", "--dilate must be zero or positive"),
     ("jpeg-out", "must be a .png"),
     ("empty-folder", "holds no images"),
+    ("blank-mask", "marks no pixel as hole"),
+    ("full-mask", "covers the whole image"),
 ])
 def test_cli_inpaint_bad_input(tiny_inpaint_weights, tmp_path, capsys, case, message):
     photo, mask = tmp_path / "photo.png", tmp_path / "mask.png"
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(photo)
-    Image.fromarray(np.full((40, 60), 255, np.uint8)).save(mask)
+    hole = np.zeros((40, 60), np.uint8)
+    hole[10:20, 20:40] = 255
+    Image.fromarray(hole).save(mask)
     out, extra = tmp_path / "out.png", []
     if case == "aspect":
         Image.fromarray(np.full((40, 40), 255, np.uint8)).save(mask)
@@ -172,6 +176,10 @@ def test_cli_inpaint_bad_input(tiny_inpaint_weights, tmp_path, capsys, case, mes
         extra = ["--dilate", "-2"]
     elif case == "jpeg-out":
         out = tmp_path / "out.jpg"
+    elif case == "blank-mask":
+        Image.fromarray(np.zeros((40, 60), np.uint8)).save(mask)
+    elif case == "full-mask":
+        Image.fromarray(np.full((40, 60), 255, np.uint8)).save(mask)
     elif case == "empty-folder":
         photo, mask = tmp_path / "empty", tmp_path / "masks"
         photo.mkdir()
@@ -188,12 +196,17 @@ def test_mask_conventions_and_dilation(tmp_path):
     rgba[2:4, 2:4, 3] = 0                                  # transparent = hole
     Image.fromarray(rgba).save(tmp_path / "a.png")
     assert read_mask(tmp_path / "a.png", (10, 10)).sum() == 4
-    gray = np.zeros((10, 10), np.uint8)
-    gray[5, 5] = 3                                         # any non-zero = hole
-    Image.fromarray(gray).save(tmp_path / "g.png")
+    labels = np.zeros((10, 10), np.uint8)
+    labels[5, 5] = 1                                       # a 0/1 mask: the 1s are the hole
+    Image.fromarray(labels).save(tmp_path / "g.png")
     assert read_mask(tmp_path / "g.png", (10, 10)).sum() == 1
     assert read_mask(tmp_path / "g.png", (10, 10), dilate=1).sum() == 9
     assert read_mask(tmp_path / "g.png", (20, 20)).sum() == 4   # same aspect ratio: resized
+    noisy = np.random.default_rng(0).integers(0, 20, (32, 32)).astype(np.uint8)   # JPEG-like noise in the black
+    noisy[8:16, 8:24] = 255 - noisy[8:16, 8:24]
+    Image.fromarray(noisy).save(tmp_path / "n.png")
+    assert np.array_equal(read_mask(tmp_path / "n.png", (32, 32)), noisy >= 128) and noisy[noisy < 128].any()
+    assert read_mask(tmp_path / "n.png", (32, 32)).sum() == 8 * 16
 
 
 def test_exif_orientation_is_honoured(tmp_path):

@@ -34,7 +34,7 @@ def _pairs(image: Path, mask: Path, out: Optional[Path]) -> list[tuple[Path, Pat
 
 def inpaint_command(
     image: Path = typer.Argument(..., help="A photo, or a folder of photos."),
-    mask: Path = typer.Argument(..., help="Its mask (white / transparent / non-zero = hole), or a folder of masks."),
+    mask: Path = typer.Argument(..., help="Its mask (white or transparent = hole), or a folder of masks."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .png (or folder for folders)."),
     dilate: int = typer.Option(0, help="Grow the hole by this many pixels."),
     compare: bool = typer.Option(False, help="Also write a before/after strip (<name>-compare.png)."),
