@@ -39,14 +39,15 @@ def test_every_shipped_model_loads_checks_out_and_runs(name):
 
 def test_models_table_reports_sha_status(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ANNORM_WEIGHTS", str(tmp_path))
-    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("COLUMNS", "80")                          # a plain terminal: names are not cut
     config = type(TINY)(**{**TINY.to_dict(), "class_names": ("cat", "dog")})
     weights.save(Generator(config), "ClassConditionalGenerator", config.to_dict(), tmp_path / "cifar10-an.safetensors",
                  {"task": "class-conditional", "classes": ["cat", "dog"],
-                  "metrics": {"fid_10k": {"value": 42.5}}})
+                  "metrics": {"fid_10k": {"value": 42.5}, "class_accuracy": {"value": 0.6756}}})
     assert run_guarded(app, ["models"]) == 0
     out = capsys.readouterr().out
-    assert "cifar10-an" in out and "ok" in out and "fid_10k 42.50" in out and "missing" in out
+    assert "cifar10-an " in out and "ok" in out and "fid_10k 42.50" in out and "class acc. 67.6%" in out
+    assert "scenes-inpaint-an " in out and "cifar10-classifier " in out and "missing" in out
     blob = bytearray((tmp_path / "cifar10-an.safetensors").read_bytes())
     blob[-1] ^= 1
     (tmp_path / "cifar10-an.safetensors").write_bytes(bytes(blob))

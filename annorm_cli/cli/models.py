@@ -4,34 +4,54 @@ from __future__ import annotations
 import typer
 
 
+METRIC_LABELS = {"fid_10000": "FID", "intra_fid": "intra-FID", "class_accuracy": "class acc.",
+                 "test_accuracy": "test acc."}
+
+
 def _metric_text(name: str, value) -> str:
+    """One metric of a card as a short line, e.g. 'FID 32.74' or 'class acc. 67.6%'."""
+    label = METRIC_LABELS.get(name, name)
     if isinstance(value, dict) and "value" in value:
-        return f"{name} {value['value']:.2f}"
+        number = value["value"]
+        return f"{label} {number:.1%}" if "accuracy" in name else f"{label} {number:.2f}"
     if isinstance(value, dict) and "buckets" in value:   # inpainting: PSNR in the hole per bucket
-        psnr = "/".join(f"{b['annorm']['psnr']:.1f}" for b in value["buckets"].values())
-        return f"hole PSNR {psnr} dB ({'/'.join(value['buckets'])})"
-    return f"{name} {value}"
+        psnr = "/".join(f"{b['annorm']['psnr']:.2f}" for b in value["buckets"].values())
+        buckets = "/".join(name.replace("%", "") for name in value["buckets"]) + "%"
+        return f"hole PSNR {psnr} dB (holes {buckets})"
+    return f"{label} {value}"
+
+
+def _what(task: str, card: dict) -> str:
+    """The task, with the classes and resolution where the model has them."""
+    parts = [task]
+    if card.get("classes"):
+        parts.append(f"{len(card['classes'])} classes")
+    resolution = card["config"].get("resolution")
+    parts.append(f"{resolution}x{resolution} px" if resolution else "any size")
+    return ", ".join(parts)
 
 
 def models_command(verify: bool = typer.Option(True, "--verify/--no-verify", help="Check every file's sha256.")) -> None:
-    """List the shipped models: name, task, classes, resolution, size, metrics, sha256 status."""
+    """List the shipped models: name, task (classes, resolution), size, sha256 status, metrics."""
     from rich.console import Console
     from rich.table import Table
 
     from annorm_cli import weights
 
     table = Table(title=f"Shipped models (weights folder: {weights.weights_dir()})")
-    for column in ("name", "task", "classes", "resolution", "size", "metrics", "sha256"):
-        table.add_column(column)
+    table.add_column("name", no_wrap=True)                       # what users type: never cut
+    table.add_column("what")
+    table.add_column("size", no_wrap=True)
+    table.add_column("sha256", no_wrap=True)
+    table.add_column("metrics")
     for entry in weights.REGISTRY.values():
         path, card_path = weights.weights_dir() / entry.file, weights.weights_dir() / entry.card_file
         if not path.is_file() or not card_path.is_file():
-            table.add_row(entry.name, entry.task, "", "", "", "", "missing")
+            table.add_row(entry.name, entry.task, "", "missing", "")
             continue
         card = weights.read_card(card_path)
         status = ("ok" if weights.sha256_of(path) == card["sha256"] else "MISMATCH") if verify else "not checked"
-        metrics = ", ".join(_metric_text(k, v) for k, v in card.get("metrics", {}).items())
-        resolution = card["config"].get("resolution", "any")
-        table.add_row(entry.name, entry.task, str(len(card.get("classes", [])) or "-"), f"{resolution}",
-                      f"{path.stat().st_size / 2 ** 20:.1f} MiB", metrics or "-", status)
+        metrics = "\n".join(_metric_text(k, v) for k, v in card.get("metrics", {}).items())
+        table.add_row(entry.name, _what(entry.task, card), f"{path.stat().st_size / 2 ** 20:.1f} MiB", status,
+                      metrics or "-")
     Console().print(table)
