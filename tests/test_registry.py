@@ -44,10 +44,17 @@ def test_models_table_reports_sha_status(tmp_path, monkeypatch, capsys):
     weights.save(Generator(config), "ClassConditionalGenerator", config.to_dict(), tmp_path / "cifar10-an.safetensors",
                  {"task": "class-conditional", "classes": ["cat", "dog"],
                   "metrics": {"fid_10k": {"value": 42.5}, "class_accuracy": {"value": 0.6756}}})
+    from annorm_cli.models.inpainting import InpaintConfig, InpaintGenerator
+    inpaint_config = InpaintConfig(channels=4, n_entities=2, attention_blocks=1)
+    scores = {"10%-20%": 18.14, "20%-30%": 17.79, "30%-40%": 17.48}
+    buckets = {name: {"annorm": {"psnr": psnr, "l1": 0.1, "ssim": 0.9}} for name, psnr in scores.items()}
+    weights.save(InpaintGenerator(inpaint_config), "InpaintGenerator", inpaint_config.to_dict(),
+                 tmp_path / "scenes-inpaint-an.safetensors", {"task": "inpaint", "metrics": {"inpaint_eval": {"buckets": buckets}}})
     assert run_guarded(app, ["models"]) == 0
     out = capsys.readouterr().out
     assert "cifar10-an " in out and "ok" in out and "fid_10k 42.50" in out and "class acc. 67.6%" in out
-    assert "scenes-inpaint-an " in out and "cifar10-classifier " in out and "missing" in out
+    assert "scenes-inpaint-an " in out and all(f"{psnr:.2f}" in out for psnr in scores.values())   # no number cut
+    assert "cifar10-classifier " in out and "missing" in out
     blob = bytearray((tmp_path / "cifar10-an.safetensors").read_bytes())
     blob[-1] ^= 1
     (tmp_path / "cifar10-an.safetensors").write_bytes(bytes(blob))

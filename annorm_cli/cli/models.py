@@ -15,8 +15,8 @@ def _metric_text(name: str, value) -> str:
         number = value["value"]
         return f"{label} {number:.1%}" if "accuracy" in name else f"{label} {number:.2f}"
     if isinstance(value, dict) and "buckets" in value:   # inpainting: PSNR in the hole per bucket
-        psnr = "/".join(f"{b['annorm']['psnr']:.2f}" for b in value["buckets"].values())
-        buckets = "/".join(name.replace("%", "") for name in value["buckets"]) + "%"
+        psnr = " / ".join(f"{b['annorm']['psnr']:.2f}" for b in value["buckets"].values())
+        buckets = " / ".join(name.replace("%", "") for name in value["buckets"]) + "%"
         return f"hole PSNR {psnr} dB (holes {buckets})"
     return f"{label} {value}"
 
@@ -43,7 +43,7 @@ def models_command(verify: bool = typer.Option(True, "--verify/--no-verify", hel
     table.add_column("what")
     table.add_column("size", no_wrap=True)
     table.add_column("sha256", no_wrap=True)
-    table.add_column("metrics")
+    table.add_column("metrics", overflow="fold")                # wraps at spaces, never cuts a number
     for entry in weights.REGISTRY.values():
         path, card_path = weights.weights_dir() / entry.file, weights.weights_dir() / entry.card_file
         if not path.is_file() or not card_path.is_file():
