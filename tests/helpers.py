@@ -5,9 +5,11 @@ import numpy as np
 from PIL import Image
 
 from annorm_cli.models import ClassConditionalConfig
+from annorm_cli.models.inpainting import InpaintConfig
 
 TINY = ClassConditionalConfig(n_classes=2, z_dim=8, g_channels=(16, 8, 8, 8), d_channels=(8, 8, 8, 8),
                               n_entities=4)
+TINY_INPAINT = InpaintConfig(channels=4, n_entities=4, dilations=(2, 4), attention_blocks=1)
 
 
 def tiny_image_folder(root: Path, per_class: int = 16, classes=("cat", "dog")) -> Path:

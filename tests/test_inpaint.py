@@ -15,7 +15,7 @@ from annorm_cli.masks import EVAL_BUCKETS, random_mask
 from annorm_cli.models.inpainting import InpaintConfig, InpaintGenerator
 from annorm_cli.pipelines import inpaint_array
 
-TINY = InpaintConfig(channels=4, n_entities=4, dilations=(2, 4), attention_blocks=1)
+from helpers import TINY_INPAINT as TINY
 
 
 @pytest.fixture(scope="module")

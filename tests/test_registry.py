@@ -7,7 +7,7 @@ from annorm_cli import weights
 from annorm_cli.cli.app import app
 from annorm_cli.cli.errors import run_guarded
 from annorm_cli.models import Generator
-from helpers import TINY
+from helpers import TINY, TINY_INPAINT
 
 
 @pytest.mark.parametrize("name", sorted(weights.REGISTRY))
@@ -44,11 +44,10 @@ def test_models_table_reports_sha_status(tmp_path, monkeypatch, capsys):
     weights.save(Generator(config), "ClassConditionalGenerator", config.to_dict(), tmp_path / "cifar10-an.safetensors",
                  {"task": "class-conditional", "classes": ["cat", "dog"],
                   "metrics": {"fid_10k": {"value": 42.5}, "class_accuracy": {"value": 0.6756}}})
-    from annorm_cli.models.inpainting import InpaintConfig, InpaintGenerator
-    inpaint_config = InpaintConfig(channels=4, n_entities=2, attention_blocks=1)
+    from annorm_cli.models.inpainting import InpaintGenerator
     scores = {"10%-20%": 18.14, "20%-30%": 17.79, "30%-40%": 17.48}
     buckets = {name: {"annorm": {"psnr": psnr, "l1": 0.1, "ssim": 0.9}} for name, psnr in scores.items()}
-    weights.save(InpaintGenerator(inpaint_config), "InpaintGenerator", inpaint_config.to_dict(),
+    weights.save(InpaintGenerator(TINY_INPAINT), "InpaintGenerator", TINY_INPAINT.to_dict(),
                  tmp_path / "scenes-inpaint-an.safetensors", {"task": "inpaint", "metrics": {"inpaint_eval": {"buckets": buckets}}})
     assert run_guarded(app, ["models"]) == 0
     out = capsys.readouterr().out
