@@ -465,3 +465,21 @@ def test_the_fill_is_corrected_by_the_networks_error_on_the_known_pixels(max_sid
     assert (raw[mask] == 191).all()                     # the network's grey: (0.5 + 1) * 127.5
     assert np.abs(matched[mask].astype(int) - image[mask]).max() <= 1
     assert np.array_equal(matched[~mask], image[~mask])
+
+
+def test_the_reconstruction_loss_weights_hole_and_valid_pixels_by_l1_or_l2():
+    from annorm_cli.train import inpainting as trainer
+    output = torch.tensor([0.5, -0.5, 0.25, 0.0]).view(1, 1, 2, 2)
+    target = torch.zeros(1, 1, 2, 2)
+    mask = torch.tensor([1.0, 0.0, 1.0, 0.0]).view(1, 1, 2, 2)
+    l1 = trainer.InpaintOptions(hole_weight=6.0, valid_weight=1.0)
+    # by hand: (6 * 0.5 + 1 * 0.5 + 6 * 0.25 + 1 * 0) / 4 and (6 * 0.25 + 1 * 0.25 + 6 * 0.0625 + 0) / 4
+    assert trainer.reconstruction_loss(output, target, mask, l1).item() == pytest.approx(5.0 / 4)
+    l2 = dataclasses.replace(l1, reconstruction="l2")
+    assert trainer.reconstruction_loss(output, target, mask, l2).item() == pytest.approx(2.125 / 4)
+
+
+def test_cli_train_inpaint_refuses_an_unknown_reconstruction_loss(tmp_path, capsys):
+    code, err = _run(capsys, "train", "inpaint", "--out", tmp_path / "run", "--reconstruction", "l3", "--quiet")
+    assert code == 2 and "Unknown reconstruction loss 'l3'; choose l1 or l2." in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

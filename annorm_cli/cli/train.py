@@ -180,6 +180,8 @@ def train_inpaint(
     lr_decay_start: Optional[int] = typer.Option(None, help="Decay both learning rates linearly to 0 from this "
                                                              "step to --steps."),
     adv_weight: float = typer.Option(0.01, help="Weight of the hinge adversarial loss (0 turns the discriminator off)."),
+    reconstruction: str = typer.Option("l1", help="l1 | l2: the per-pixel error of the reconstruction loss "
+                                                  "(l2 fits the mean of what the hole may hold, what PSNR rewards)."),
     adv_start: int = typer.Option(20_000, help="Step from which the adversarial loss is used (L1 warm-up before)."),
     channels: int = typer.Option(16, help="Width at full resolution (x2 at 1/2; new runs only)."),
     quarter_channels: Optional[int] = typer.Option(None, help="Width at 1/4 resolution (default 4 x channels; new runs, "
@@ -215,6 +217,8 @@ def train_inpaint(
         raise fail(f"--crop must be a multiple of 4 and at least 16, got {crop}.")
     if precision not in ("fp32", "bf16"):
         raise fail(f"Unknown precision '{precision}'; choose fp32 or bf16.")
+    if reconstruction not in ("l1", "l2"):
+        raise fail(f"Unknown reconstruction loss '{reconstruction}'; choose l1 or l2.")
     import torch
 
     from annorm_cli.device import resolve_device
@@ -227,7 +231,7 @@ def train_inpaint(
     saved = load_checkpoint(resume) if resume else None
     options = trainer.InpaintOptions(data=str(data), steps=steps, batch_size=batch_size, crop=crop, lr=lr,
                                      lr_decay_start=lr_decay_start, adv_weight=adv_weight, adv_start=adv_start,
-                                     seed=seed, precision=precision,
+                                     reconstruction=reconstruction, seed=seed, precision=precision,
                                      init_from=str(init_from) if init_from else None, inference_scale=inference_scale,
                                      sample_every=sample_every, checkpoint_minutes=checkpoint_minutes,
                                      keep_every=keep_every)

@@ -1,5 +1,5 @@
 """Training the AN inpainting network on scene photos: random crops with rescaling and flips,
-free-form masks, L1 on hole and valid pixels (coarse and refined), hinge adversarial loss
+free-form masks, L1 (or L2) on hole and valid pixels (coarse and refined), hinge adversarial loss
 from an SN-PatchGAN (from `adv_start` on), AN orthogonality penalty, EMA generator.
 Resumable and data-parallel like the class-conditional trainer (same machinery in common.py)."""
 from __future__ import annotations
@@ -61,6 +61,7 @@ class InpaintOptions:
     beta2: float = 0.999
     hole_weight: float = 6.0
     valid_weight: float = 1.0
+    reconstruction: str = "l1"          # "l1" | "l2": per-pixel error of the weighted reconstruction loss
     adv_weight: float = 0.01
     adv_start: int = 20_000
     ortho_weight: float = 1e-3
@@ -173,9 +174,16 @@ def make_batch(photos: list[torch.Tensor], options: InpaintOptions, step: int,
     return images, torch.from_numpy(masks)[:, None].float()
 
 
+RECONSTRUCTION_LOSSES = ("l1", "l2")
+
+
 def reconstruction_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, options: InpaintOptions):
+    """Mean of |output - target| (l1: the fill tends to the per-pixel median of what the hole may
+    hold) or its square (l2: the mean, which is what PSNR rewards), weighted hole_weight in the hole
+    and valid_weight outside."""
     weight = options.hole_weight * mask + options.valid_weight * (1 - mask)
-    return ((output - target).abs() * weight).mean()
+    error = (output - target).abs() if options.reconstruction == "l1" else (output - target) ** 2
+    return (error * weight).mean()
 
 
 def train_step(state: common.GanRun, photos: list[torch.Tensor], device: torch.device, world: common.World) -> dict:
@@ -199,9 +207,9 @@ def train_step(state: common.GanRun, photos: list[torch.Tensor], device: torch.d
         loss_d.backward()
         state.opt_d.step()
         losses["loss_d"] = loss_d.item()
-    loss_l1 = reconstruction_loss(refined.float(), images, masks, options) + \
+    loss_rec = reconstruction_loss(refined.float(), images, masks, options) + \
         reconstruction_loss(coarse.float(), images, masks, options)
-    loss = loss_l1 + orthogonality_penalty(common.unwrap(state.G)) * options.ortho_weight
+    loss = loss_rec + orthogonality_penalty(common.unwrap(state.G)) * options.ortho_weight
     if adversarial:
         D_local = common.unwrap(state.D).requires_grad_(False)
         with common.autocast(device, state.precision):
@@ -215,7 +223,7 @@ def train_step(state: common.GanRun, photos: list[torch.Tensor], device: torch.d
         common.unwrap(state.D).requires_grad_(True)
     state.ema.update(common.unwrap(state.G), t)
     state.step = t + 1
-    return {"loss_l1": loss_l1.item(), **losses}
+    return {"loss_rec": loss_rec.item(), **losses}
 
 
 def sample_strip(generator: InpaintGenerator, photos: list[torch.Tensor], crop: int) -> np.ndarray:
