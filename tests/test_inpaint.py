@@ -477,9 +477,23 @@ def test_the_reconstruction_loss_weights_hole_and_valid_pixels_by_l1_or_l2():
     assert trainer.reconstruction_loss(output, target, mask, l1).item() == pytest.approx(5.0 / 4)
     l2 = dataclasses.replace(l1, reconstruction="l2")
     assert trainer.reconstruction_loss(output, target, mask, l2).item() == pytest.approx(2.125 / 4)
+    # rgb: per pixel, the length of the error vector over the channels (here 3 x the same error);
+    # the exact pixel (error 0, weight 1) adds sqrt(1e-6), the loss's guard against a zero length
+    rgb = dataclasses.replace(l1, reconstruction="rgb")
+    colour = trainer.reconstruction_loss(output.expand(1, 3, 2, 2), target.expand(1, 3, 2, 2), mask, rgb)
+    assert colour.item() == pytest.approx((math.sqrt(3) * 5.0 + 1e-3) / 4, rel=1e-5)
 
 
 def test_cli_train_inpaint_refuses_an_unknown_reconstruction_loss(tmp_path, capsys):
     code, err = _run(capsys, "train", "inpaint", "--out", tmp_path / "run", "--reconstruction", "l3", "--quiet")
-    assert code == 2 and "Unknown reconstruction loss 'l3'; choose l1 or l2." in err and "Traceback" not in err
+    assert code == 2 and "Unknown reconstruction loss 'l3'; choose l1, l2, rgb." in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option,suffix", [("--json", ".json"), ("--compare-out", ".safetensors")])
+def test_evaluate_inpaint_refuses_to_write_over_the_model(tiny_inpaint_weights, capsys, option, suffix):
+    target = tiny_inpaint_weights.with_suffix(suffix)
+    before = target.read_bytes()
+    code, err = _run(capsys, "evaluate", "inpaint", "--weights", tiny_inpaint_weights, option, target)
+    assert code == 2 and "is the model's own file; write the results elsewhere." in err and "Traceback" not in err
+    assert target.read_bytes() == before

@@ -33,6 +33,22 @@ def progress(description: str, total: Optional[int], *, quiet: bool = False) -> 
     yield advance
 
 
+def refuse_to_overwrite_the_model(task: str, model: Optional[str], weights, **outputs) -> None:
+    """Refuse an output path (option name -> path) that is the model's weights or its card:
+    `--weights W.safetensors --json W.json` would replace the card with a results table."""
+    from pathlib import Path
+
+    from annorm_cli import weights as weight_files
+    from annorm_cli.errors import WeightsError
+    try:
+        protected = {path.resolve() for path in weight_files.resolve(model, weights, task=task)}
+    except WeightsError:
+        return                                  # loading the model says what is wrong with it
+    for option, path in outputs.items():
+        if path is not None and Path(path).resolve() in protected:
+            raise fail(f"--{option.replace('_', '-')} '{path}' is the model's own file; write the results elsewhere.")
+
+
 def check_max_side(max_side: Optional[int]) -> None:
     if max_side is not None and max_side < 16:
         raise fail(f"--max-side must be at least 16, got {max_side}.")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from annorm_cli.cli.common import check_max_side, progress
+from annorm_cli.cli.common import check_max_side, progress, refuse_to_overwrite_the_model
 from annorm_cli.cli.errors import fail
 
 app = typer.Typer(no_args_is_help=True, help="Metrics: FID, intra-FID and class accuracy for the class-conditional model; inpainting against classical methods.")
@@ -43,6 +43,7 @@ def fid(
         raise fail("--per-class and --batch-size must be positive integers.")
     if not reference.is_file():
         raise fail(f"Reference statistics '{reference}' not found; pass --reference.")
+    refuse_to_overwrite_the_model("class-conditional", model, weights, json=json_out)
     import time
 
     import numpy as np
@@ -151,6 +152,7 @@ def accuracy(
     from annorm_cli.evaluate.recognisability import class_samples, confusion_matrix, per_class_report, spread
     from annorm_cli.train.classifier import predict
 
+    refuse_to_overwrite_the_model("class-conditional", model, weights, json=json_out)
     scorer, scorer_card = weight_files.load_classifier(classifier)
     generator, card = weight_files.load(model, weights)
     names = list(card.get("classes") or [str(c) for c in range(generator.config.n_classes)])
@@ -227,6 +229,7 @@ def inpaint(
     from annorm_cli.train.inpainting import holdout_list, load_photos
 
     check_max_side(max_side)
+    refuse_to_overwrite_the_model("inpaint", model, weights, json=json_out, compare_out=compare_out)
     network, card = weight_files.load(model, weights, task="inpaint")
     dev = resolve_device(device)
     work_side = max_side or network.config.work_side

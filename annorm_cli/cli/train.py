@@ -180,8 +180,9 @@ def train_inpaint(
     lr_decay_start: Optional[int] = typer.Option(None, help="Decay both learning rates linearly to 0 from this "
                                                              "step to --steps."),
     adv_weight: float = typer.Option(0.01, help="Weight of the hinge adversarial loss (0 turns the discriminator off)."),
-    reconstruction: str = typer.Option("l1", help="l1 | l2: the per-pixel error of the reconstruction loss "
-                                                  "(l2 fits the mean of what the hole may hold, what PSNR rewards)."),
+    reconstruction: str = typer.Option("l1", help="l1 | l2 | rgb: the per-pixel error of the reconstruction loss "
+                                                  "(l2 fits the mean of what the hole may hold, what PSNR rewards; "
+                                                  "rgb the length of the RGB error, a median without false colours)."),
     adv_start: int = typer.Option(20_000, help="Step from which the adversarial loss is used (L1 warm-up before)."),
     channels: int = typer.Option(16, help="Width at full resolution (x2 at 1/2; new runs only)."),
     quarter_channels: Optional[int] = typer.Option(None, help="Width at 1/4 resolution (default 4 x channels; new runs, "
@@ -217,8 +218,6 @@ def train_inpaint(
         raise fail(f"--crop must be a multiple of 4 and at least 16, got {crop}.")
     if precision not in ("fp32", "bf16"):
         raise fail(f"Unknown precision '{precision}'; choose fp32 or bf16.")
-    if reconstruction not in ("l1", "l2"):
-        raise fail(f"Unknown reconstruction loss '{reconstruction}'; choose l1 or l2.")
     import torch
 
     from annorm_cli.device import resolve_device
@@ -226,6 +225,9 @@ def train_inpaint(
     from annorm_cli.train import inpainting as trainer
     from annorm_cli.train.common import load_checkpoint
 
+    if reconstruction not in trainer.RECONSTRUCTION_LOSSES:
+        raise fail(f"Unknown reconstruction loss '{reconstruction}'; choose "
+                   f"{', '.join(trainer.RECONSTRUCTION_LOSSES)}.")
     if threads:
         torch.set_num_threads(threads)
     saved = load_checkpoint(resume) if resume else None

@@ -61,7 +61,7 @@ class InpaintOptions:
     beta2: float = 0.999
     hole_weight: float = 6.0
     valid_weight: float = 1.0
-    reconstruction: str = "l1"          # "l1" | "l2": per-pixel error of the weighted reconstruction loss
+    reconstruction: str = "l1"          # "l1" | "l2" | "rgb": per-pixel error of the weighted reconstruction loss
     adv_weight: float = 0.01
     adv_start: int = 20_000
     ortho_weight: float = 1e-3
@@ -174,15 +174,22 @@ def make_batch(photos: list[torch.Tensor], options: InpaintOptions, step: int,
     return images, torch.from_numpy(masks)[:, None].float()
 
 
-RECONSTRUCTION_LOSSES = ("l1", "l2")
+RECONSTRUCTION_LOSSES = ("l1", "l2", "rgb")
 
 
 def reconstruction_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, options: InpaintOptions):
-    """Mean of |output - target| (l1: the fill tends to the per-pixel median of what the hole may
-    hold) or its square (l2: the mean, which is what PSNR rewards), weighted hole_weight in the hole
-    and valid_weight outside."""
-    weight = options.hole_weight * mask + options.valid_weight * (1 - mask)
-    error = (output - target).abs() if options.reconstruction == "l1" else (output - target) ** 2
+    """Weighted mean (hole_weight in the hole, valid_weight outside) of each pixel's error:
+    l1: |output - target| per channel, so the fill tends to each channel's own median of what the
+        hole may hold; where two colours are equally likely (white / blue stripes) the channels
+        can pick different ones and make a colour that is neither (magenta);
+    l2: its square, the mean, which is what PSNR rewards (blurrier, no false colours);
+    rgb: the length of the pixel's RGB error vector, robust like l1 but one median of the
+        colour as a whole, which lies between the likely colours."""
+    weight = options.hole_weight * mask + options.valid_weight * (1 - mask)            # [B, 1, H, W]
+    difference = output - target                                                      # [B, 3, H, W]
+    if options.reconstruction == "rgb":
+        return ((difference.square().sum(1, keepdim=True) + 1e-6).sqrt() * weight).mean()
+    error = difference.abs() if options.reconstruction == "l1" else difference.square()
     return (error * weight).mean()
 
 
