@@ -1,5 +1,5 @@
 """Training the AN inpainting network on scene photos: random crops with rescaling and flips,
-free-form masks, L1 (or L2) on hole and valid pixels (coarse and refined), hinge adversarial loss
+free-form masks, L1 (or L2, or RGB error length) on hole and valid pixels (coarse and refined), hinge adversarial loss
 from an SN-PatchGAN (from `adv_start` on), AN orthogonality penalty, EMA generator.
 Resumable and data-parallel like the class-conditional trainer (same machinery in common.py)."""
 from __future__ import annotations
