@@ -27,11 +27,13 @@ def tiny_inpaint_weights(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("attention,skips", [("an", False), ("sa", False), ("none", False), ("an", True)])
-def test_any_size_in_gives_same_size_out_and_keeps_known_pixels(attention, skips):
+@pytest.mark.parametrize("attention,skips,convolution", [("an", False, "plain"), ("sa", False, "plain"),
+                                                         ("none", False, "plain"), ("an", True, "plain"),
+                                                         ("an", True, "gated")])
+def test_any_size_in_gives_same_size_out_and_keeps_known_pixels(attention, skips, convolution):
     torch.manual_seed(0)
     model = InpaintGenerator(InpaintConfig(channels=4, n_entities=4, dilations=(2,), attention_blocks=1,
-                                           attention=attention, skips=skips)).eval()
+                                           attention=attention, skips=skips, convolution=convolution)).eval()
     if skips:   # the skip convolutions start at zero: give them weights so the skip path is exercised
         for name, p in model.named_parameters():
             if ".skip_" in name:
@@ -497,3 +499,74 @@ def test_evaluate_inpaint_refuses_to_write_over_the_model(tiny_inpaint_weights, 
     code, err = _run(capsys, "evaluate", "inpaint", "--weights", tiny_inpaint_weights, option, target)
     assert code == 2 and "is the model's own file; write the results elsewhere." in err and "Traceback" not in err
     assert target.read_bytes() == before
+
+
+def test_a_gated_convolution_is_elu_of_its_features_times_the_sigmoid_of_its_gates():
+    from annorm_cli.models.inpainting import GatedConv
+    torch.manual_seed(0)
+    layer = GatedConv(3, 2, k=3, stride=1, dilation=2)
+    x = torch.randn(1, 3, 9, 11)
+    weight, bias = layer.conv.weight, layer.conv.bias                     # [4, 3, 3, 3]: 2 feature, 2 gate filters
+    features = torch.nn.functional.conv2d(x, weight[:2], bias[:2], padding=2, dilation=2)
+    gates = torch.nn.functional.conv2d(x, weight[2:], bias[2:], padding=2, dilation=2)
+    expected = torch.where(features > 0, features, features.exp() - 1) / (1 + (-gates).exp())
+    assert torch.allclose(layer(x), expected, atol=1e-6) and layer(x).shape == (1, 2, 9, 11)
+    gated = InpaintGenerator(dataclasses.replace(TINY, convolution="gated"))
+    assert sum(p.numel() for p in gated.parameters()) > sum(p.numel() for p in InpaintGenerator(TINY).parameters())
+    with pytest.raises(BadInputError, match="cannot be widened"):          # features and gates share one weight
+        from annorm_cli.models.inpainting import load_narrower
+        load_narrower(InpaintGenerator(dataclasses.replace(TINY, convolution="gated", quarter_channels=24)),
+                      gated.state_dict())
+    with pytest.raises(BadInputError, match="Unknown convolution 'dense'"):
+        InpaintConfig(convolution="dense")
+
+
+def test_a_card_without_a_convolution_field_is_a_plain_network():
+    config = InpaintConfig.from_dict({k: v for k, v in TINY.to_dict().items() if k != "convolution"})
+    assert config.convolution == "plain" and config == TINY
+
+
+@pytest.mark.parametrize("attention", ["an", "sa"])
+def test_switching_attention_off_makes_each_attention_layer_the_identity(attention):
+    from annorm_cli.nn.blocks import switch_off_attention
+    torch.manual_seed(0)
+    model = InpaintGenerator(dataclasses.replace(TINY, attention=attention)).eval()
+    for layer in model.modules():
+        if hasattr(layer, "gamma"):
+            torch.nn.init.constant_(layer.gamma, 0.7)
+    blocks = model.refine_attention
+    x = torch.randn(1, TINY.quarter, 8, 8)
+    assert not torch.allclose(blocks[0].attention(x), x)
+    assert switch_off_attention(model) == TINY.attention_blocks
+    assert torch.equal(blocks[0].attention(x), x)
+    assert switch_off_attention(InpaintGenerator(dataclasses.replace(TINY, attention="none"))) == 0
+
+
+def test_evaluate_inpaint_checks_its_outputs_before_any_work(tiny_inpaint_weights, tmp_path, capsys):
+    existing = tmp_path / "results.json"
+    existing.write_text("mine")
+    code, err = _run(capsys, "evaluate", "inpaint", "--weights", tiny_inpaint_weights, "--json", existing,
+                     "--photos", tmp_path / "no-photos-here")
+    assert code == 2 and "already exists; pass --overwrite" in err and existing.read_text() == "mine"
+    code, err = _run(capsys, "evaluate", "inpaint", "--weights", tiny_inpaint_weights,
+                     "--compare-out", tmp_path / "missing" / "compare.png")
+    assert code == 2 and "the folder" in err and "does not exist" in err and "Traceback" not in err
+    code, err = _run(capsys, "evaluate", "inpaint", "--weights", tiny_inpaint_weights, "--record", "--attention-off")
+    assert code == 2 and "cannot be combined" in err
+
+
+def test_evaluate_inpaint_writes_json_and_scores_the_network_without_attention(tiny_inpaint_weights, tmp_path, capsys):
+    import json
+    rng = np.random.default_rng(0)
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "photos" / "a.png")
+    out = tmp_path / "r.json"
+    code, err = _run(capsys, "evaluate", "inpaint", "--weights", tiny_inpaint_weights, "--photos",
+                     tmp_path / "photos", "--json", out, "--attention-off")
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert result["attention_off"] is True and set(result["buckets"]) == {"10%-20%", "20%-30%", "30%-40%"}
+    code, err = _run(capsys, "evaluate", "inpaint", "--weights", tiny_inpaint_weights, "--photos",
+                     tmp_path / "photos", "--json", out, "--overwrite")
+    assert code == 0, err
+    assert json.loads(out.read_text())["attention_off"] is False

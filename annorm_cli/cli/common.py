@@ -33,9 +33,10 @@ def progress(description: str, total: Optional[int], *, quiet: bool = False) -> 
     yield advance
 
 
-def refuse_to_overwrite_the_model(task: str, model: Optional[str], weights, **outputs) -> None:
-    """Refuse an output path (option name -> path) that is the model's weights or its card:
-    `--weights W.safetensors --json W.json` would replace the card with a results table."""
+def check_outputs(task: str, model: Optional[str], weights, overwrite: bool, **outputs) -> None:
+    """Check result files (option name -> path or None) before any work is done: refuse the
+    model's own weights or card (`--weights W.safetensors --json W.json` would replace the card
+    with a results table), an existing file unless `overwrite`, and a folder that does not exist."""
     from pathlib import Path
 
     from annorm_cli import weights as weight_files
@@ -43,10 +44,28 @@ def refuse_to_overwrite_the_model(task: str, model: Optional[str], weights, **ou
     try:
         protected = {path.resolve() for path in weight_files.resolve(model, weights, task=task)}
     except WeightsError:
-        return                                  # loading the model says what is wrong with it
+        protected = set()                       # loading the model says what is wrong with it
     for option, path in outputs.items():
-        if path is not None and Path(path).resolve() in protected:
-            raise fail(f"--{option.replace('_', '-')} '{path}' is the model's own file; write the results elsewhere.")
+        if path is None:
+            continue
+        path, flag = Path(path), "--" + option.replace("_", "-")
+        if path.resolve() in protected:
+            raise fail(f"{flag} '{path}' is the model's own file; write the results elsewhere.")
+        if path.is_dir():
+            raise fail(f"{flag} '{path}' is a folder; give a file name.")
+        if path.exists() and not overwrite:
+            raise fail(f"{flag} '{path}' already exists; pass --overwrite to replace it.")
+        if not path.parent.is_dir():
+            raise fail(f"{flag} '{path}': the folder '{path.parent}' does not exist.")
+
+
+def write_json(path, data) -> None:
+    """Write `data` as indented JSON, atomically (a crash leaves the old file or the new one)."""
+    import json
+
+    from annorm_cli.files import atomic_open
+    with atomic_open(path) as handle:
+        handle.write((json.dumps(data, indent=2) + "\n").encode())
 
 
 def check_max_side(max_side: Optional[int]) -> None:

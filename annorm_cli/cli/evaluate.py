@@ -1,13 +1,12 @@
 """`annorm evaluate`: metrics with a stated protocol."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from annorm_cli.cli.common import check_max_side, progress, refuse_to_overwrite_the_model
+from annorm_cli.cli.common import check_max_side, check_outputs, progress, write_json
 from annorm_cli.cli.errors import fail
 
 app = typer.Typer(no_args_is_help=True, help="Metrics: FID, intra-FID and class accuracy for the class-conditional model; inpainting against classical methods.")
@@ -27,6 +26,7 @@ def fid(
     batch_size: int = typer.Option(50, help="Inception batch size."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON here."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --json file."),
     intra: bool = typer.Option(False, help="Also intra-FID: per class vs that class's test images (computes and "
                                             "caches per-class test statistics once, ~40 min on a 2-core CPU)."),
     test_data: Path = typer.Option(Path("../shared/data/cifar10-jpeg.tar.gz"), help="Tar or tree whose test/ split "
@@ -43,7 +43,7 @@ def fid(
         raise fail("--per-class and --batch-size must be positive integers.")
     if not reference.is_file():
         raise fail(f"Reference statistics '{reference}' not found; pass --reference.")
-    refuse_to_overwrite_the_model("class-conditional", model, weights, json=json_out)
+    check_outputs("class-conditional", model, weights, overwrite, json=json_out)
     import time
 
     import numpy as np
@@ -114,7 +114,7 @@ def fid(
                                          "classifier": result["classifier"], "command": command}
         weight_files.record_metrics(card_path, entries)
     if json_out:
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(json_out, result)
 
 
 @app.command("accuracy")
@@ -131,6 +131,7 @@ def accuracy(
     real: bool = typer.Option(True, help="Also score the classifier on the real test images (--no-real to skip)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the table as JSON here."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --json file."),
 ) -> None:
     """Per-class class accuracy: the share of each class's samples that the classifier calls that class.
 
@@ -152,7 +153,7 @@ def accuracy(
     from annorm_cli.evaluate.recognisability import class_samples, confusion_matrix, per_class_report, spread
     from annorm_cli.train.classifier import predict
 
-    refuse_to_overwrite_the_model("class-conditional", model, weights, json=json_out)
+    check_outputs("class-conditional", model, weights, overwrite, json=json_out)
     scorer, scorer_card = weight_files.load_classifier(classifier)
     generator, card = weight_files.load(model, weights)
     names = list(card.get("classes") or [str(c) for c in range(generator.config.n_classes)])
@@ -191,11 +192,10 @@ def accuracy(
                   f"{mean(samples, 'spread'):.1f}", f"{mean(reference, 'spread'):.1f}" if reference else "-")
     Console().print(table)
     if json_out:
-        json_out.write_text(json.dumps({"model_sha256": card["sha256"], "steps": card.get("steps"),
-                                        "per_class": per_class, "seed_offset": seed_offset,
-                                        "truncation": truncation, "accuracy": overall,
-                                        "samples": samples, "real_test_images": reference,
-                                        "classifier_sha256": scorer_card["sha256"]}, indent=2) + "\n")
+        write_json(json_out, {"model_sha256": card["sha256"], "steps": card.get("steps"), "per_class": per_class,
+                              "seed_offset": seed_offset, "truncation": truncation, "accuracy": overall,
+                              "samples": samples, "real_test_images": reference,
+                              "classifier_sha256": scorer_card["sha256"]})
 
 
 @app.command("inpaint")
@@ -207,10 +207,14 @@ def inpaint(
     compare_out: Optional[Path] = typer.Option(None, help="Write a comparison picture (input, mask, Telea, NS, annorm, truth) here."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the tables as JSON here."),
+    overwrite: bool = typer.Option(False, help="Replace existing --json / --compare-out files."),
     max_side: Optional[int] = typer.Option(None, help="Largest side the network sees (default: the model's work_side)."),
     match: bool = typer.Option(True, help="Correct each fill by the network's error on the known pixels "
                                "(as annorm inpaint does); --no-match scores the network's raw fill."),
     record: bool = typer.Option(False, help="Write the tables into the model's card (metrics), with this command."),
+    attention_off: bool = typer.Option(False, help="Score the network with its attention layers switched off "
+                                       "(AN / SA output scale gamma = 0, so each is the identity): how much the "
+                                       "trained fill relies on them."),
 ) -> None:
     """PSNR / L1 in the hole and SSIM for annorm vs OpenCV Telea and Navier-Stokes, per hole-size bucket.
 
@@ -225,12 +229,17 @@ def inpaint(
     from annorm_cli.evaluate import inpainting as metrics
     from annorm_cli.images import make_grid, save_png
     from annorm_cli.masks import EVAL_BUCKETS
+    from annorm_cli.nn.blocks import switch_off_attention
     from annorm_cli.pipelines import inpaint_array
     from annorm_cli.train.inpainting import holdout_list, load_photos
 
     check_max_side(max_side)
-    refuse_to_overwrite_the_model("inpaint", model, weights, json=json_out, compare_out=compare_out)
+    check_outputs("inpaint", model, weights, overwrite, json=json_out, compare_out=compare_out)
+    if record and attention_off:
+        raise fail("--record writes the model's own metrics; it cannot be combined with --attention-off.")
     network, card = weight_files.load(model, weights, task="inpaint")
+    if attention_off and not switch_off_attention(network):
+        raise fail("This network has no attention layers to switch off (it was trained with attention 'none').")
     dev = resolve_device(device)
     work_side = max_side or network.config.work_side
     loaded = load_photos(photos) if photos else load_photos(data, holdout_list())
@@ -271,9 +280,8 @@ def inpaint(
     if compare_out is not None and tiles:
         save_png(make_grid(np.stack(tiles), 6), compare_out)
     if json_out:
-        json_out.write_text(json.dumps({"model_sha256": card["sha256"], "work_side": work_side, "match": match,
-                                        "photos": list(loaded), "buckets": summary},
-                                       indent=2) + "\n")
+        write_json(json_out, {"model_sha256": card["sha256"], "work_side": work_side, "match": match,
+                              "attention_off": attention_off, "photos": list(loaded), "buckets": summary})
     if record:
         import sys
         _, card_path = weight_files.resolve(model, weights, task="inpaint")

@@ -188,6 +188,8 @@ def train_inpaint(
     quarter_channels: Optional[int] = typer.Option(None, help="Width at 1/4 resolution (default 4 x channels; new runs, "
                                                                "or wider than the --init-from model's)."),
     attention: str = typer.Option("an", help="an | sa | none at 1/4 resolution (new runs only)."),
+    convolution: str = typer.Option("plain", help="plain | gated: conv -> ELU, or DeepFill v2's gated "
+                                                  "convolution, in every layer of both stages (new runs only)."),
     skips: bool = typer.Option(False, help="U-Net skips from each encoder to its decoder (new runs only)."),
     init_from: Optional[Path] = typer.Option(None, help="Start a new run from a trained model's .safetensors "
                                                          "(its width and attention; new skips and a wider "
@@ -237,7 +239,8 @@ def train_inpaint(
                                      init_from=str(init_from) if init_from else None, inference_scale=inference_scale,
                                      sample_every=sample_every, checkpoint_minutes=checkpoint_minutes,
                                      keep_every=keep_every)
-    config = InpaintConfig(channels=channels, attention=attention, skips=skips, quarter_channels=quarter_channels)
+    config = InpaintConfig(channels=channels, attention=attention, skips=skips, quarter_channels=quarter_channels,
+                           convolution=convolution)
     if init_from and not saved:
         from annorm_cli.weights import read_card, resolve
         trained = InpaintConfig.from_dict(read_card(resolve(weights=init_from, task="inpaint")[1])["config"])

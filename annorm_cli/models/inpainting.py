@@ -5,6 +5,8 @@ Input: the image with the hole blanked (in [-1, 1], hole = 0) and the mask (1 = 
 Coarse stage: encoder to 1/4, dilated convolutions, decoder -> a first guess. Refinement:
 the composite of guess and known pixels goes through a second encoder to 1/4, where
 conv -> AN -> ELU blocks model long-range context, then dilated convolutions and a decoder.
+Convolutions are plain (conv -> ELU) or gated (DeepFill v2: ELU(features) * sigmoid(gate), a
+learned soft mask per channel and pixel, at twice the FLOPs of each layer).
 With `skips`, each decoder also adds its encoder's full- and half-resolution features (U-Net
 style, through 1x1 convolutions that start at zero, so a model without skips is the starting
 point of one with them) and no longer has to rebuild the hole's surroundings from 1/4 scale.
@@ -24,6 +26,7 @@ from annorm_cli.errors import BadInputError
 from annorm_cli.nn.blocks import ATTENTION_KINDS, make_attention
 
 MULTIPLE = 4   # inputs are padded to a multiple of this (two stride-2 stages)
+CONVOLUTION_KINDS = ("plain", "gated")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class InpaintConfig:
     work_side: int = 256
     skips: bool = False
     quarter_channels: Optional[int] = None
+    convolution: str = "plain"
 
     @property
     def quarter(self) -> int:
@@ -51,6 +55,8 @@ class InpaintConfig:
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_KINDS:
             raise BadInputError(f"Unknown attention '{self.attention}'; choose one of {', '.join(ATTENTION_KINDS)}.")
+        if self.convolution not in CONVOLUTION_KINDS:
+            raise BadInputError(f"Unknown convolution '{self.convolution}'; choose one of {', '.join(CONVOLUTION_KINDS)}.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -60,13 +66,30 @@ class InpaintConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-def conv(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+class GatedConv(nn.Module):
+    """DeepFill v2's gated convolution: one convolution makes features and gates,
+    output = ELU(features) * sigmoid(gates) [B, cout, H', W']."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int, dilation: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, 2 * cout, k, stride, padding=dilation * (k // 2), dilation=dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features, gates = self.conv(x).chunk(2, 1)
+        return F.elu(features) * torch.sigmoid(gates)
+
+
+def conv(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1, kind: str = "plain") -> nn.Module:
+    """conv -> ELU ("plain") or a gated convolution ("gated")."""
+    if kind == "gated":
+        return GatedConv(cin, cout, k, stride, dilation)
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, padding=dilation * (k // 2), dilation=dilation), nn.ELU())
 
 
 class Encoder(nn.Sequential):
-    def __init__(self, cin: int, c: int, q: int) -> None:
-        super().__init__(conv(cin, c, 5), conv(c, 2 * c, 3, 2), conv(2 * c, 2 * c), conv(2 * c, q, 3, 2))
+    def __init__(self, cin: int, c: int, q: int, kind: str = "plain") -> None:
+        super().__init__(conv(cin, c, 5, kind=kind), conv(c, 2 * c, 3, 2, kind=kind), conv(2 * c, 2 * c, kind=kind),
+                         conv(2 * c, q, 3, 2, kind=kind))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """x [B, cin, H, W] -> (features [B, q, H/4, W/4], (full [B, c, H, W], half [B, 2c, H/2, W/2]))."""
@@ -83,10 +106,10 @@ def zero_conv1x1(cin: int, cout: int) -> nn.Conv2d:
 
 
 class Decoder(nn.Module):
-    def __init__(self, c: int, q: int, skips: bool = False) -> None:
+    def __init__(self, c: int, q: int, skips: bool = False, kind: str = "plain") -> None:
         super().__init__()
-        self.up1 = nn.Sequential(conv(q, 2 * c), conv(2 * c, 2 * c))
-        self.up2 = nn.Sequential(conv(2 * c, c), conv(c, c // 2 or 1))
+        self.up1 = nn.Sequential(conv(q, 2 * c, kind=kind), conv(2 * c, 2 * c, kind=kind))
+        self.up2 = nn.Sequential(conv(2 * c, c, kind=kind), conv(c, c // 2 or 1, kind=kind))
         self.to_rgb = nn.Conv2d(c // 2 or 1, 3, 3, padding=1)
         self.skip_half = zero_conv1x1(2 * c, q) if skips else None
         self.skip_full = zero_conv1x1(c, 2 * c) if skips else None
@@ -123,14 +146,14 @@ class InpaintGenerator(nn.Module):
     def __init__(self, config: InpaintConfig) -> None:
         super().__init__()
         self.config = config
-        c, q = config.channels, config.quarter
-        self.coarse_encoder = Encoder(5, c, q)
-        self.coarse_middle = nn.Sequential(*[conv(q, q, dilation=d) for d in config.dilations])
-        self.coarse_decoder = Decoder(c, q, config.skips)
-        self.refine_encoder = Encoder(5, c, q)
+        c, q, kind = config.channels, config.quarter, config.convolution
+        self.coarse_encoder = Encoder(5, c, q, kind)
+        self.coarse_middle = nn.Sequential(*[conv(q, q, dilation=d, kind=kind) for d in config.dilations])
+        self.coarse_decoder = Decoder(c, q, config.skips, kind)
+        self.refine_encoder = Encoder(5, c, q, kind)
         self.refine_attention = nn.Sequential(*[AttentionBlock(config, q) for _ in range(config.attention_blocks)])
-        self.refine_middle = nn.Sequential(*[conv(q, q, dilation=d) for d in config.dilations[:2]])
-        self.refine_decoder = Decoder(c, q, config.skips)
+        self.refine_middle = nn.Sequential(*[conv(q, q, dilation=d, kind=kind) for d in config.dilations[:2]])
+        self.refine_decoder = Decoder(c, q, config.skips, kind)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if image.ndim != 4 or image.shape[1] != 3 or mask.shape != (image.shape[0], 1, *image.shape[2:]):
@@ -154,7 +177,8 @@ def load_narrower(model: InpaintGenerator, trained: dict[str, torch.Tensor]) -> 
     slice of its wider counterpart; the new input columns of every convolution, the entity filters'
     new input rows and the attention keys' new output rows are zero (new channels are read by
     nothing and leave the layouts as they were), while the new channels' own weights keep their
-    random start so they can learn. Returns the names the trained dict lacks (left at their start)."""
+    random start so they can learn. Returns the names the trained dict lacks (left at their start).
+    Gated convolutions stack features and gates in one weight, so those are not widened."""
     state = model.state_dict()
     for name, old in trained.items():
         if name not in state:
@@ -162,6 +186,8 @@ def load_narrower(model: InpaintGenerator, trained: dict[str, torch.Tensor]) -> 
         new = state[name]
         if new.ndim != old.ndim or any(a < b for a, b in zip(new.shape, old.shape)):
             raise BadInputError(f"Cannot widen '{name}' from {list(old.shape)} to {list(new.shape)}.")
+        if new.shape != old.shape and model.config.convolution == "gated":
+            raise BadInputError("A network with gated convolutions cannot be widened.")
         new = new.clone()
         if new.ndim == 4:
             new[:, old.shape[1]:] = 0                                       # conv [out, in, k, k]: new inputs

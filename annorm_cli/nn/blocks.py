@@ -149,6 +149,16 @@ def make_attention(kind: str, channels: int, *, n_entities: int = 16, temperatur
     raise BadInputError(f"Unknown attention '{kind}'; choose one of {', '.join(ATTENTION_KINDS)}.")
 
 
+def switch_off_attention(model: nn.Module) -> int:
+    """Set the output scale gamma of every AN and SA layer in `model` to 0, so each returns its
+    input (an ablation of a trained network). Returns how many layers were switched off."""
+    layers = [m for m in model.modules() if isinstance(m, (AttentiveNorm2d, SelfAttention2d))]
+    with torch.no_grad():
+        for layer in layers:
+            layer.gamma.zero_()
+    return len(layers)
+
+
 class AttentionStage(nn.Module):
     """conv 3x3 -> attention (AN / SA / identity) -> ReLU: the same stage for every choice, so
     the three generators differ only in the attention layer."""
