@@ -566,6 +566,8 @@ def test_evaluate_inpaint_writes_json_and_scores_the_network_without_attention(t
     assert code == 0, err
     result = json.loads(out.read_text())
     assert result["attention_off"] is True and set(result["buckets"]) == {"10%-20%", "20%-30%", "30%-40%"}
+    per_photo = result["per_photo"]["20%-30%"]["annorm"]["psnr"]       # one photo: its value is the mean
+    assert len(per_photo) == 1 and per_photo[0] == pytest.approx(result["buckets"]["20%-30%"]["annorm"]["psnr"])
     code, err = _run(capsys, "evaluate", "inpaint", "--weights", tiny_inpaint_weights, "--photos",
                      tmp_path / "photos", "--json", out, "--overwrite")
     assert code == 0, err

@@ -206,7 +206,7 @@ def inpaint(
     weights: Optional[Path] = typer.Option(None, help="Or a .safetensors file with its card."),
     compare_out: Optional[Path] = typer.Option(None, help="Write a comparison picture (input, mask, Telea, NS, annorm, truth) here."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the tables as JSON here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the tables and the per-photo values as JSON here."),
     overwrite: bool = typer.Option(False, help="Replace existing --json / --compare-out files."),
     max_side: Optional[int] = typer.Option(None, help="Largest side the network sees (default: the model's work_side)."),
     match: bool = typer.Option(True, help="Correct each fill by the network's error on the known pixels "
@@ -281,7 +281,8 @@ def inpaint(
         save_png(make_grid(np.stack(tiles), 6), compare_out)
     if json_out:
         write_json(json_out, {"model_sha256": card["sha256"], "work_side": work_side, "match": match,
-                              "attention_off": attention_off, "photos": list(loaded), "buckets": summary})
+                              "attention_off": attention_off, "photos": list(loaded), "buckets": summary,
+                              "per_photo": {key: results[b] for b, key in enumerate(summary)}})
     if record:
         import sys
         _, card_path = weight_files.resolve(model, weights, task="inpaint")
