@@ -3,6 +3,7 @@ Ctrl-C (even kill -9) leaves either the old file or the new one, never a torn on
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -25,3 +26,9 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    """Write `data` as indented JSON, atomically (a crash leaves the old file or the new one)."""
+    with atomic_open(path) as handle:
+        handle.write((json.dumps(data, indent=2) + "\n").encode())

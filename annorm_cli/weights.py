@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from annorm_cli.errors import WeightsError
-from annorm_cli.files import atomic_open
+from annorm_cli.files import atomic_open, write_json
 
 
 @dataclass(frozen=True)
@@ -166,8 +166,7 @@ def save(model: torch.nn.Module, architecture: str, config: dict, path: Path, ca
         handle.write(blob)
     full = {"architecture": architecture, "config": config, **card,
             "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
-    with atomic_open(path.with_suffix(".json")) as handle:
-        handle.write((json.dumps(full, indent=2) + "\n").encode())
+    write_json(path.with_suffix(".json"), full)
     return full
 
 
@@ -175,5 +174,4 @@ def record_metrics(card_path: Path, metrics: dict) -> None:
     """Merge measured metrics into a model card (the weights and their sha256 are untouched)."""
     card = read_card(card_path)
     card.setdefault("metrics", {}).update(metrics)
-    with atomic_open(card_path) as handle:
-        handle.write((json.dumps(card, indent=2) + "\n").encode())
+    write_json(card_path, card)

@@ -59,15 +59,6 @@ def check_outputs(task: str, model: Optional[str], weights, overwrite: bool, **o
             raise fail(f"{flag} '{path}': the folder '{path.parent}' does not exist.")
 
 
-def write_json(path, data) -> None:
-    """Write `data` as indented JSON, atomically (a crash leaves the old file or the new one)."""
-    import json
-
-    from annorm_cli.files import atomic_open
-    with atomic_open(path) as handle:
-        handle.write((json.dumps(data, indent=2) + "\n").encode())
-
-
 def check_max_side(max_side: Optional[int]) -> None:
     if max_side is not None and max_side < 16:
         raise fail(f"--max-side must be at least 16, got {max_side}.")

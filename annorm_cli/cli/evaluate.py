@@ -6,8 +6,9 @@ from typing import Optional
 
 import typer
 
-from annorm_cli.cli.common import check_max_side, check_outputs, progress, write_json
+from annorm_cli.cli.common import check_max_side, check_outputs, progress
 from annorm_cli.cli.errors import fail
+from annorm_cli.files import write_json
 
 app = typer.Typer(no_args_is_help=True, help="Metrics: FID, intra-FID and class accuracy for the class-conditional model; inpainting against classical methods.")
 

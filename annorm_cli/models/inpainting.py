@@ -66,13 +66,18 @@ class InpaintConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
+def conv2d(cin: int, cout: int, k: int, stride: int, dilation: int) -> nn.Conv2d:
+    """A k x k convolution padded to keep the size (divided by the stride)."""
+    return nn.Conv2d(cin, cout, k, stride, padding=dilation * (k // 2), dilation=dilation)
+
+
 class GatedConv(nn.Module):
     """DeepFill v2's gated convolution: one convolution makes features and gates,
     output = ELU(features) * sigmoid(gates) [B, cout, H', W']."""
 
     def __init__(self, cin: int, cout: int, k: int, stride: int, dilation: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(cin, 2 * cout, k, stride, padding=dilation * (k // 2), dilation=dilation)
+        self.conv = conv2d(cin, 2 * cout, k, stride, dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features, gates = self.conv(x).chunk(2, 1)
@@ -83,7 +88,7 @@ def conv(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1, ki
     """conv -> ELU ("plain") or a gated convolution ("gated")."""
     if kind == "gated":
         return GatedConv(cin, cout, k, stride, dilation)
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, padding=dilation * (k // 2), dilation=dilation), nn.ELU())
+    return nn.Sequential(conv2d(cin, cout, k, stride, dilation), nn.ELU())
 
 
 class Encoder(nn.Sequential):
