@@ -52,3 +52,107 @@ def random_mask(height: int, width: int, seed: int, ratio: tuple[float, float] =
         if current.mean() >= target:
             break
     return current
+
+
+# ----------------------------------------------------------------------------- object removal
+OBJECT_RATIO = (0.1, 0.25)
+OBJECT_SHAPES = ("person", "car", "sign", "blob", "box")
+
+
+def _shape_polygons(kind: str, rng: np.random.Generator) -> list[tuple[str, list[float]]]:
+    """One object's outline in unit coordinates (x, y in [0, 1] of its own box), as PIL shapes:
+    ("ellipse" | "rectangle", [x0, y0, x1, y1]) or ("polygon", [x0, y0, x1, y1, ...])."""
+    if kind == "person":                       # head, torso, two legs: a standing silhouette
+        return [("ellipse", [0.3, 0.0, 0.7, 0.16]), ("rectangle", [0.12, 0.14, 0.88, 0.6]),
+                ("rectangle", [0.2, 0.55, 0.48, 1.0]), ("rectangle", [0.52, 0.55, 0.8, 1.0])]
+    if kind == "car":                          # body, cabin, wheels
+        return [("rectangle", [0.0, 0.35, 1.0, 0.85]), ("polygon", [0.18, 0.38, 0.3, 0.0, 0.72, 0.0, 0.85, 0.38]),
+                ("ellipse", [0.1, 0.65, 0.3, 1.0]), ("ellipse", [0.7, 0.65, 0.9, 1.0])]
+    if kind == "sign":                         # a board (square or round) on a post
+        board = ("ellipse" if rng.uniform() < 0.5 else "rectangle", [0.0, 0.0, 1.0, 0.55])
+        return [board, ("rectangle", [0.42, 0.5, 0.58, 1.0])]
+    if kind == "blob":                         # a smooth random star-shaped outline
+        angles = np.linspace(0, 2 * math.pi, 48, endpoint=False)
+        harmonics = sum(rng.uniform(-0.12, 0.12) * np.cos(k * angles + rng.uniform(0, 2 * math.pi)) for k in (2, 3, 4))
+        radius = 0.5 * (0.8 + harmonics) / (0.8 + 0.36)
+        points = np.stack([0.5 + radius * np.cos(angles), 0.5 + radius * np.sin(angles)], 1)
+        return [("polygon", points.ravel().tolist())]
+    return [("rectangle", [0.0, 0.0, 1.0, 1.0])]
+
+
+ASPECTS = {"person": (0.3, 0.45), "car": (1.6, 2.4), "sign": (0.5, 0.8), "blob": (0.6, 1.6), "box": (0.4, 2.5)}
+
+
+def _draw_object(kind: str, rng: np.random.Generator, width: int, height: int, box_w: float, box_h: float,
+                 left: float, top: float) -> np.ndarray:
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    for shape, coords in _shape_polygons(kind, rng):
+        xy = [left + c * box_w if i % 2 == 0 else top + c * box_h for i, c in enumerate(coords)]
+        getattr(draw, shape)(xy, fill=255)
+    return np.asarray(canvas) > 0
+
+
+def object_mask(height: int, width: int, seed: int, ratio: tuple[float, float] = OBJECT_RATIO) -> np.ndarray:
+    """A bool [height, width] hole of one solid object, as a user draws it to remove a person, a
+    car, a sign, a blob or a box: a shape (from OBJECT_SHAPES, by the seed) with its own aspect
+    ratio, scaled so its area is a target drawn uniformly from `ratio` of the photo (within a few
+    per cent; less only where the photo cannot hold the shape), placed at a random position."""
+    rng = np.random.default_rng(seed)
+    kind = OBJECT_SHAPES[int(rng.integers(len(OBJECT_SHAPES)))]
+    aspect = rng.uniform(*ASPECTS[kind])                                    # width / height of its box
+    target = rng.uniform(*ratio) * height * width
+    shape_rng_state = rng.bit_generator.state
+    unit = _draw_object(kind, np.random.default_rng(seed), 200, 200, 200, 200, 0, 0).mean()  # fill of its box
+    rng.bit_generator.state = shape_rng_state
+    box_h = min(math.sqrt(target / (unit * aspect)), height)
+    box_w = min(box_h * aspect, width)
+    box_h = min(target / (unit * box_w), height)
+    left, top = rng.uniform(0, width - box_w), rng.uniform(0, height - box_h)
+    return _draw_object(kind, np.random.default_rng(seed), width, height, box_w, box_h, left, top)
+
+
+def flat_region_mask(image: np.ndarray, fraction: float = 1 / 16, shape: str = "box") -> np.ndarray:
+    """A hole of `fraction` of the photo (a box or an ellipse with the photo's aspect ratio) over
+    its smoothest region: the position, on a grid of 1/32 of each side, where the box and a band
+    of half its size around it have the least mean squared gradient (sky, water, a wall). The
+    case where a fill must come back smooth and of the surrounding colour."""
+    H, W = image.shape[:2]
+    side = math.sqrt(fraction)
+    h, w = max(1, round(H * side)), max(1, round(W * side))
+    grey = image.astype(np.float64).mean(2)
+    energy = np.zeros_like(grey)
+    energy[:, 1:] += np.diff(grey, axis=1) ** 2
+    energy[1:, :] += np.diff(grey, axis=0) ** 2
+    integral = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    best, best_score = (0, 0), float("inf")
+    for top in range(0, H - h + 1, max(1, H // 32)):
+        for left in range(0, W - w + 1, max(1, W // 32)):
+            t, b = max(0, top - h // 2), min(H, top + h + h // 2)
+            l, r = max(0, left - w // 2), min(W, left + w + w // 2)
+            score = (integral[b, r] - integral[t, r] - integral[b, l] + integral[t, l]) / ((b - t) * (r - l))
+            if score < best_score:
+                best, best_score = (top, left), score
+    canvas = Image.new("L", (W, H), 0)
+    top, left = best
+    (ImageDraw.Draw(canvas).rectangle if shape == "box" else ImageDraw.Draw(canvas).ellipse)(
+        [left, top, left + w - 1, top + h - 1], fill=255)
+    return np.asarray(canvas) > 0
+
+
+def hole_depth(mask: np.ndarray) -> int:
+    """How far (px, chessboard distance, to within the reduction factor) the deepest hole pixel
+    of bool mask [H, W] lies from the nearest known pixel or the image border: counted by 3x3
+    erosions on the mask reduced to a long side of at most 256 (a reduced pixel is hole only
+    if all of it is)."""
+    import torch
+    import torch.nn.functional as F
+    factor = max(1, math.ceil(max(mask.shape) / 256))
+    hole = torch.from_numpy(np.ascontiguousarray(mask))[None, None].float()
+    if factor > 1:
+        hole = (F.avg_pool2d(hole, factor, ceil_mode=True) > 0.999).float()
+    depth = 0
+    while bool(hole.any()):
+        hole = -F.max_pool2d(F.pad(-hole, (1, 1, 1, 1), value=0.0), 3, 1)        # erode; outside = known
+        depth += 1
+    return depth * factor

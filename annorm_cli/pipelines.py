@@ -187,35 +187,40 @@ def match_surroundings(fill: torch.Tensor, image: torch.Tensor, hole: torch.Tens
     return fill + pull_push(image - fill, 1 - hole)
 
 
-@torch.no_grad()
-def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
-                  device: torch.device = torch.device("cpu"), max_side: Optional[int] = None,
-                  whole_image: bool = False, match: bool = True) -> np.ndarray:
-    """Fill the hole of one photo. image [H, W, 3] uint8, mask [H, W] bool (True = hole) ->
-    [H, W, 3] uint8 whose pixels outside the hole are the input's, bit for bit.
+DEEPEST_HOLE = 16          # px at the network's scale: holes deeper than this are filled smaller
+TEXTURE_MARGIN = 1.0       # the texture step copies from the hole's box grown by this much of its size
 
-    The network sees the hole's bounding box plus a margin of context; if that region's long
-    side exceeds `max_side` (default: the model's `config.work_side`, the scale it was trained
-    at) it is downscaled to it, inpainted, upscaled, and only the hole pixels are pasted back.
+
+def network_scale(model: torch.nn.Module, mask: np.ndarray, region_side: int, max_side: Optional[int]) -> float:
+    """The scale (<= 1) at which the network fills: the region fits `max_side` (default: the
+    model's work_side) and the deepest hole pixel lies at most DEEPEST_HOLE px from known ones,
+    as deep as the holes the network was trained on. Deeper holes (a box over a sky) at full
+    scale leave the network's interior guess far from any context: a dark blob."""
+    from annorm_cli.masks import hole_depth
+    depth = hole_depth(mask)
+    return min(1.0, (max_side or model.config.work_side) / region_side, DEEPEST_HOLE / max(depth, 1))
+
+
+@torch.no_grad()
+def network_fill(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
+                 device: torch.device = torch.device("cpu"), max_side: Optional[int] = None,
+                 whole_image: bool = False, match: bool = True) -> tuple[np.ndarray, float]:
+    """The network's fill of one photo. image [H, W, 3] uint8, mask [H, W] bool (True = hole) ->
+    ([H, W, 3] uint8 whose pixels outside the hole are the input's, bit for bit; the scale the
+    network worked at).
+
+    The network sees the hole's bounding box plus a margin of context, downscaled by
+    network_scale (to the model's work_side, or `max_side`, and so the hole is no deeper than
+    the network was trained for), inpainted, upscaled, and only the hole pixels are pasted back.
     `whole_image` makes the network see the whole photo (as visualize-layout wants). With `match`
     the fill, back at full size, is corrected by its error on the known pixels (match_surroundings):
     this removes the network's colour cast and restores detail the downscale lost at the hole's edge."""
     from annorm_cli.models.inpainting import MULTIPLE
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise BadInputError("inpaint needs an RGB uint8 image [H, W, 3].")
-    if mask.shape != image.shape[:2]:
-        raise BadInputError(f"The mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                            f"{image.shape[1]}x{image.shape[0]}.")
-    mask = mask.astype(bool)
-    if not mask.any():
-        return image.copy()
-    if mask.all():
-        raise BadInputError("The mask covers the whole image: there are no known pixels to fill the hole from.")
     top, bottom, left, right = (0, mask.shape[0], 0, mask.shape[1]) if whole_image else hole_region(mask)
     region = torch.from_numpy(image[top:bottom, left:right].copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
     hole = torch.from_numpy(mask[top:bottom, left:right])[None, None].float()
     size = region.shape[2:]
-    scale = min(1.0, (max_side or model.config.work_side) / max(size))
+    scale = network_scale(model, mask, max(size), max_side)
     x, m = region, hole
     if scale < 1.0:
         small = [max(MULTIPLE, round(s * scale)) for s in size]
@@ -234,11 +239,52 @@ def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *
     window = out[top:bottom, left:right]
     window_mask = mask[top:bottom, left:right]
     window[window_mask] = filled[window_mask]
+    return out, scale
+
+
+def texture_fill(image: np.ndarray, mask: np.ndarray, guide: np.ndarray, scale: float, seed: int = 0) -> np.ndarray:
+    """Texture from the photo's known pixels copied into the hole at the photo's resolution,
+    guided by the network's fill `guide` [H, W, 3] uint8 made at `scale` (see annorm_cli.synthesis).
+    Works on the hole's box grown by TEXTURE_MARGIN; only hole pixels change."""
+    from annorm_cli.synthesis import synthesize
+    top, bottom, left, right = hole_region(mask, margin=TEXTURE_MARGIN, min_margin=48)
+    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a[top:bottom, left:right])).permute(2, 0, 1).float()  # noqa: E731
+    hole = torch.from_numpy(np.ascontiguousarray(mask[top:bottom, left:right]))
+    filled = synthesize(as_tensor(image), hole, as_tensor(guide), scale, seed=seed)
+    out = guide.copy()
+    window, window_mask = out[top:bottom, left:right], mask[top:bottom, left:right]
+    window[window_mask] = filled.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()[window_mask]
     return out
 
 
+def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
+                  device: torch.device = torch.device("cpu"), max_side: Optional[int] = None,
+                  whole_image: bool = False, match: bool = True, texture: bool = True, seed: int = 0) -> np.ndarray:
+    """Fill the hole of one photo. image [H, W, 3] uint8, mask [H, W] bool (True = hole) ->
+    [H, W, 3] uint8 whose pixels outside the hole are the input's, bit for bit.
+
+    Two steps: the network's fill at a small scale (network_fill: structure and colour), then,
+    with `texture`, real texture from the photo copied in at full resolution under the
+    network's guidance (texture_fill). The same inputs and seed give the same bits."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise BadInputError("inpaint needs an RGB uint8 image [H, W, 3].")
+    if mask.shape != image.shape[:2]:
+        raise BadInputError(f"The mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                            f"{image.shape[1]}x{image.shape[0]}.")
+    mask = mask.astype(bool)
+    if not mask.any():
+        return image.copy()
+    if mask.all():
+        raise BadInputError("The mask covers the whole image: there are no known pixels to fill the hole from.")
+    filled, scale = network_fill(model, image, mask, device=device, max_side=max_side, whole_image=whole_image,
+                                 match=match)
+    if texture and not whole_image:
+        filled = texture_fill(image, mask, filled, scale, seed)
+    return filled
+
+
 def inpaint(image: np.ndarray, mask: np.ndarray, *, model: Optional[str] = None, weights: Optional[str] = None,
-            device: str = "auto", max_side: Optional[int] = None) -> np.ndarray:
+            device: str = "auto", max_side: Optional[int] = None, texture: bool = True, seed: int = 0) -> np.ndarray:
     """Fill `mask` (True = hole) in `image` ([H, W, 3] uint8) with a shipped inpainting model.
 
     >>> filled = annorm_cli.inpaint(photo, hole)     # pixels outside the hole unchanged
@@ -246,7 +292,8 @@ def inpaint(image: np.ndarray, mask: np.ndarray, *, model: Optional[str] = None,
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
     network, _ = weight_files.load(model, weights, task="inpaint")
-    return inpaint_array(network, image, mask, device=resolve_device(device), max_side=max_side)
+    return inpaint_array(network, image, mask, device=resolve_device(device), max_side=max_side, texture=texture,
+                         seed=seed)
 
 
 # ----------------------------------------------------------------------------- layouts

@@ -39,7 +39,11 @@ def inpaint_command(
     dilate: int = typer.Option(0, help="Grow the hole by this many pixels."),
     compare: bool = typer.Option(False, help="Also write a before/after strip (<name>-compare.png)."),
     max_side: Optional[int] = typer.Option(None, help="Largest side the network sees; bigger hole regions are "
-                                                      "downscaled (default: the model's work_side)."),
+                                                      "downscaled (default: the model's work_side). Deep holes are "
+                                                      "filled smaller still, as deep as the network was trained for."),
+    texture: bool = typer.Option(True, help="Copy real texture from the photo into the hole at full resolution, "
+                                 "guided by the network's fill; --no-texture keeps the network's smooth fill."),
+    seed: int = typer.Option(0, help="Seed of the texture step's random search: the same seed gives the same bits."),
     model: Optional[str] = typer.Option(None, help="Registry name (default scenes-inpaint-an)."),
     weights: Optional[Path] = typer.Option(None, help="A .safetensors file with its JSON card beside it."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
@@ -81,7 +85,7 @@ def inpaint_command(
             raise fail(f"Cannot create the output folder '{folder}' ({exc.strerror}).")
     with progress("inpainting", len(loaded), quiet=quiet or len(loaded) == 1) as advance:
         for photo, hole, target in loaded:
-            filled = inpaint_array(network, photo, hole, device=resolved, max_side=max_side)
+            filled = inpaint_array(network, photo, hole, device=resolved, max_side=max_side, texture=texture, seed=seed)
             text = {"annorm:model": model or "scenes-inpaint-an", "annorm:sha256": card["sha256"],
                     "annorm:version": __version__}
             save_png(filled, target, text=text)

@@ -1,0 +1,233 @@
+"""Texture at the photo's own resolution: guided patch synthesis after the network's fill.
+
+The network fills a hole at a small scale, where it knows the structure (which colour goes
+where) but not the detail. This step copies real texture from the known pixels into the hole,
+coarse to fine (Wexler et al. 2007, with PatchMatch's search, Barnes et al. 2009), guided by
+the network: a source patch is chosen for how well it continues the current fill *and* for how
+well its low-pass colour matches the network's fill at that spot, so the copied texture keeps
+the network's layout (sky stays sky, the wall's colour does not wander into the floor).
+
+Everything is vectorised over the hole's pixels in torch and seeded: the same input and seed
+give the same bits. Only hole pixels are written.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+PATCH_RADIUS = 3                 # 7 x 7 patches
+FEATURE_DIMS = 16                # PCA components of a patch (of 147) used in the search
+GUIDE_WEIGHT = 1.0               # the network-guide term, relative to the mean squared patch error
+MAX_TARGET_PIXELS = 400_000      # finest level synthesised; larger holes are synthesised below full size
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[C, H, W] -> [C, *size], bilinear with antialiasing."""
+    if tuple(x.shape[1:]) == tuple(size):
+        return x
+    return F.interpolate(x[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def _known_resize(image: torch.Tensor, hole: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Downscale image [3, H, W] from its known pixels only; a small pixel is a hole pixel if any
+    full-size hole pixel lies under it. -> (image [3, h, w], hole [h, w] bool)."""
+    known = (~hole).float()[None]
+    weight = _resize(known, size)
+    small = _resize(image * known, size) / weight.clamp_min(1e-6)
+    small_hole = _resize(hole.float()[None], size)[0] > 1e-3
+    return small, small_hole
+
+
+def _erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Pixels of bool mask [H, W] whose (2r+1)^2 neighbourhood lies inside the mask and the image."""
+    padded = F.pad((~mask).float()[None, None], (radius,) * 4, value=1.0)
+    return F.max_pool2d(padded, 2 * radius + 1, 1)[0, 0] == 0
+
+
+def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    return F.max_pool2d(mask.float()[None, None], 2 * radius + 1, 1, radius)[0, 0] > 0
+
+
+def _patches_at(image: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, radius: int) -> torch.Tensor:
+    """Patches of image [C, H, W] centred at (ys, xs) (inside after replicate padding) -> [N, C*(2r+1)^2]."""
+    C, H, W = image.shape
+    padded = F.pad(image[None], (radius,) * 4, mode="replicate")[0].reshape(C, -1)
+    offsets = torch.arange(-radius, radius + 1)
+    oy, ox = torch.meshgrid(offsets, offsets, indexing="ij")
+    index = (ys[:, None] + radius + oy.reshape(1, -1)) * (W + 2 * radius) + xs[:, None] + radius + ox.reshape(1, -1)
+    return padded[:, index].permute(1, 0, 2).reshape(len(ys), -1)                 # [N, C * k * k]
+
+
+def _pca_filters(image: torch.Tensor, sources: torch.Tensor, radius: int, dims: int,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The principal directions of the image's known patches, as conv filters [dims, C, k, k] and
+    the bias that centres them [dims]: a patch's features are its coordinates in that basis."""
+    ys, xs = torch.nonzero(sources, as_tuple=True)
+    pick = torch.randperm(len(ys), generator=generator)[:4096]
+    patches = _patches_at(image, ys[pick], xs[pick], radius)                      # [n, C k k]
+    mean = patches.mean(0)
+    _, _, vh = torch.linalg.svd(patches - mean, full_matrices=False)
+    basis = torch.zeros(dims, patches.shape[1])
+    basis[:min(dims, len(vh))] = vh[:dims]                                         # [dims, C k k]
+    k = 2 * radius + 1
+    return basis.reshape(dims, image.shape[0], k, k), -(basis @ mean)
+
+
+def _features(image: torch.Tensor, filters: torch.Tensor, bias: torch.Tensor, radius: int) -> torch.Tensor:
+    """[C, H, W] -> [dims, H, W]: each pixel's patch in the PCA basis."""
+    padded = F.pad(image[None], (radius,) * 4, mode="replicate")
+    return F.conv2d(padded, filters, bias)[0]
+
+
+class _Search:
+    """PatchMatch over one level: for every target pixel the source pixel (whose whole patch is
+    known) with the nearest features, by propagation from neighbours and random search."""
+
+    def __init__(self, features: torch.Tensor, sources: torch.Tensor, targets: torch.Tensor) -> None:
+        self.dims, self.H, self.W = features.shape
+        self.table = features.reshape(self.dims, -1).T.contiguous()                # [H*W, D]
+        self.sources = sources.reshape(-1)
+        self.ty, self.tx = torch.nonzero(targets, as_tuple=True)                    # [Nt]
+        self.query = self.table[self.ty * self.W + self.tx]                         # [Nt, D]
+        self.slot = torch.full((self.H, self.W), -1, dtype=torch.long)
+        self.slot[self.ty, self.tx] = torch.arange(len(self.ty))
+
+    def cost(self, sy: torch.Tensor, sx: torch.Tensor) -> torch.Tensor:
+        inside = (sy >= 0) & (sy < self.H) & (sx >= 0) & (sx < self.W)
+        flat = sy.clamp(0, self.H - 1) * self.W + sx.clamp(0, self.W - 1)
+        ok = inside & self.sources[flat]
+        cost = ((self.table[flat] - self.query) ** 2).sum(1)
+        return torch.where(ok, cost, torch.full_like(cost, float("inf")))
+
+    def improve(self, sy, sx, best, cy, cx):
+        cost = self.cost(cy, cx)
+        better = cost < best
+        return torch.where(better, cy, sy), torch.where(better, cx, sx), torch.where(better, cost, best)
+
+    def run(self, sy: torch.Tensor, sx: torch.Tensor, iterations: int, generator: torch.Generator, *,
+            jumps: tuple[int, ...] = (1,), search_radius: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`iterations` rounds of propagation (from the neighbours `jumps` px away) and random search
+        (radii search_radius, /2, ... 1 around the current match)."""
+        best = self.cost(sy, sx)
+        for _ in range(iterations):
+            for step in jumps:
+                for dy, dx in ((step, 0), (-step, 0), (0, step), (0, -step)):
+                    ny, nx = self.ty + dy, self.tx + dx                              # a neighbour ...
+                    inside = (ny >= 0) & (ny < self.H) & (nx >= 0) & (nx < self.W)
+                    other = self.slot[ny.clamp(0, self.H - 1), nx.clamp(0, self.W - 1)]
+                    usable = inside & (other >= 0)
+                    other = other.clamp_min(0)
+                    cy = torch.where(usable, sy[other] - dy, torch.full_like(sy, -1))  # ... its match, shifted back
+                    cx = torch.where(usable, sx[other] - dx, torch.full_like(sx, -1))
+                    sy, sx, best = self.improve(sy, sx, best, cy, cx)
+            radius = search_radius
+            while radius >= 1:
+                jy = torch.randint(-radius, radius + 1, sy.shape, generator=generator)
+                jx = torch.randint(-radius, radius + 1, sx.shape, generator=generator)
+                sy, sx, best = self.improve(sy, sx, best, sy + jy, sx + jx)
+                radius //= 2
+        return sy, sx, best
+
+
+def _vote(source: torch.Tensor, ty: torch.Tensor, tx: torch.Tensor, sy: torch.Tensor, sx: torch.Tensor,
+          hole: torch.Tensor, radius: int) -> torch.Tensor:
+    """Each hole pixel p = the mean of what the patches covering it copy there: for every target q
+    within `radius` of p, the source pixel match(q) + (p - q) (inside the image: sources' patches
+    are). -> image [C, H, W] with the hole replaced."""
+    C, H, W = source.shape
+    py, px = torch.nonzero(hole, as_tuple=True)
+    top, left = int(py.min()), int(px.min())
+    bottom, right = int(py.max()) + 1, int(px.max()) + 1
+    match = torch.full((H + 2 * radius, W + 2 * radius), -1, dtype=torch.long)   # flat source index per target
+    match[ty + radius, tx + radius] = sy * W + sx
+    flat_source = source.reshape(C, -1)
+    inside = hole[top:bottom, left:right]
+    total = torch.zeros(C, int(inside.sum()))
+    count = torch.zeros(total.shape[1])
+    for oy in range(-radius, radius + 1):
+        for ox in range(-radius, radius + 1):
+            shifted = match[top - oy + radius:bottom - oy + radius, left - ox + radius:right - ox + radius][inside]
+            ok = shifted >= 0
+            total += flat_source[:, (shifted + oy * W + ox).clamp(0, H * W - 1)] * ok
+            count += ok
+    out = source.clone()
+    out[:, top:bottom, left:right][:, inside] = total / count.clamp_min(1)
+    return out
+
+
+def _level_sizes(H: int, W: int, hole_pixels: int, start_scale: float) -> list[tuple[int, int]]:
+    """Sizes from the network's scale up to full size in steps of 2, the finest capped so the hole
+    has at most MAX_TARGET_PIXELS."""
+    finest = min(1.0, math.sqrt(MAX_TARGET_PIXELS / max(hole_pixels, 1)))
+    scales = [min(start_scale, finest)]
+    while scales[-1] < finest:
+        scales.append(min(finest, scales[-1] * 2))
+        if len(scales) > 2 and scales[-1] < 1.5 * scales[-2]:      # no level of less than 1.5x
+            del scales[-2]
+    return [(max(8, round(H * s)), max(8, round(W * s))) for s in scales]
+
+
+def _upscale_matches(matches: torch.Tensor, ty: torch.Tensor, tx: torch.Tensor,
+                     size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The coarser level's matches [2, h, w] (-1: none) carried to this level's targets (ty, tx):
+    a target takes its coarse pixel's match, scaled, plus its own offset inside that pixel; a
+    target without one points at itself (not a source, so the search replaces it)."""
+    h, w = matches.shape[1:]
+    fy = (ty * h // size[0]).clamp(0, h - 1)
+    fx = (tx * w // size[1]).clamp(0, w - 1)
+    my, mx = matches[0, fy, fx], matches[1, fy, fx]
+    sy = my * size[0] // h + ty - fy * size[0] // h
+    sx = mx * size[1] // w + tx - fx * size[1] // w
+    found = my >= 0
+    return torch.where(found, sy, ty), torch.where(found, sx, tx)
+
+
+@torch.no_grad()
+def synthesize(image: torch.Tensor, hole: torch.Tensor, guide: torch.Tensor, start_scale: float, *,
+               seed: int = 0, iterations: int = 2, em_steps: int = 2) -> torch.Tensor:
+    """Fill hole [H, W] (bool) of image [3, H, W] (float, 0-255) with texture copied from its known
+    pixels, guided by guide [3, H, W] (the network's fill at full size, smooth; its low pass is
+    matched). start_scale: the scale at which the network filled (the coarsest level). Returns
+    [3, H, W] float with the known pixels unchanged."""
+    generator = torch.Generator().manual_seed(int(seed))
+    H, W = hole.shape
+    radius = PATCH_RADIUS
+    composite = torch.where(hole[None], guide, image)
+    low_size = (max(4, round(H * start_scale)), max(4, round(W * start_scale)))
+    low_pass = _resize(_resize(composite, low_size), (H, W))                        # the network's scale
+    sizes = _level_sizes(H, W, int(hole.sum()), start_scale / 2)
+    guide_scale = math.sqrt(GUIDE_WEIGHT * (2 * radius + 1) ** 2)
+    estimate = matches = None
+    for size in sizes:
+        source, small_hole = _known_resize(image, hole, size)
+        sources = _erode(~small_hole, radius)
+        if not sources.any():
+            sources = ~small_hole
+        targets = _dilate(small_hole, radius) & ~sources
+        ty, tx = torch.nonzero(targets, as_tuple=True)
+        filters, bias = _pca_filters(source, sources, radius, FEATURE_DIMS, generator)
+        guide_small = _resize(low_pass, size)
+        if matches is None:              # coarsest level: the network's fill, random matches
+            estimate = torch.where(small_hole[None], _resize(composite, size), source)
+            sy_all, sx_all = torch.nonzero(sources, as_tuple=True)
+            pick = torch.randint(len(sy_all), ty.shape, generator=generator)
+            sy, sx = sy_all[pick], sx_all[pick]
+            rounds, jumps, search_radius = 2 * iterations + 2, (8, 4, 2, 1), max(size)
+        else:                            # the coarser matches, scaled up; the estimate rebuilt from this level's pixels
+            sy, sx = _upscale_matches(matches, ty, tx, size)
+            estimate = torch.where(small_hole[None], _vote(source, ty, tx, sy, sx, small_hole, radius), source)
+            rounds, jumps, search_radius = iterations, (1,), 4
+        for _ in range(em_steps if size != sizes[-1] else 1):
+            features = torch.cat([_features(estimate, filters, bias, radius), guide_scale * guide_small])
+            search = _Search(features, sources, targets)
+            sy, sx, _ = search.run(sy, sx, rounds, generator, jumps=jumps, search_radius=search_radius)
+            estimate = torch.where(small_hole[None], _vote(source, ty, tx, sy, sx, small_hole, radius), source)
+            rounds = iterations
+        matches = torch.full((2, *size), -1, dtype=torch.long)
+        matches[0, ty, tx], matches[1, ty, tx] = sy, sx
+    if tuple(estimate.shape[1:]) != (H, W):
+        estimate = F.interpolate(estimate[None], size=(H, W), mode="bilinear", align_corners=False)[0]
+    return torch.where(hole[None], estimate, image)
