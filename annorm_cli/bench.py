@@ -168,36 +168,42 @@ def time_generate(generator: nn.Module, batch_sizes: tuple[int, ...], device: to
     return rows
 
 
-def measure_inpaint(weights_path: str, height: int, width: int, device: str, repeats: int = 3) -> dict:
-    """Seconds (median) and peak memory growth of inpaint_array on one [height, width] photo with a
-    30-40% free-form hole; meant to run in a fresh process (see run_inpaint_cell)."""
+INPAINT_HOLES = ("strokes", "object")
+
+
+def measure_inpaint(weights_path: str, height: int, width: int, device: str, hole: str = "strokes",
+                    texture: bool = True, repeats: int = 3) -> dict:
+    """Seconds (median) and peak memory growth of inpaint_array on one [height, width] photo (noise)
+    with a 30-40% free-form hole ("strokes") or one object of 10-25% ("object", seed 0); meant to
+    run in a fresh process (see run_inpaint_cell)."""
     import resource
     import time
 
     import numpy as np
 
     from annorm_cli import weights
-    from annorm_cli.masks import random_mask
+    from annorm_cli.masks import object_mask, random_mask
     from annorm_cli.pipelines import inpaint_array
     dev = torch.device(device)
     network, _ = weights.load(weights=weights_path, task="inpaint")
     image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    mask = random_mask(height, width, 0, (0.3, 0.4))
+    mask = random_mask(height, width, 0, (0.3, 0.4)) if hole == "strokes" else object_mask(height, width, 0)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    inpaint_array(network, image, mask, device=dev)
+    inpaint_array(network, image, mask, device=dev, texture=texture)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        inpaint_array(network, image, mask, device=dev)
+        inpaint_array(network, image, mask, device=dev, texture=texture)
         _sync(dev)
         times.append(time.perf_counter() - start)
-    return {"size": f"{width}x{height}", "seconds": sorted(times)[len(times) // 2], "peak_bytes": peak}
+    return {"size": f"{width}x{height}", "hole": hole, "seconds": sorted(times)[len(times) // 2], "peak_bytes": peak}
 
 
-def run_inpaint_cell(weights_path: str, height: int, width: int, device: str, threads: Optional[int]) -> dict:
+def run_inpaint_cell(weights_path: str, height: int, width: int, device: str, threads: Optional[int],
+                     hole: str = "strokes", texture: bool = True) -> dict:
     code = ("import json,torch;from annorm_cli.bench import measure_inpaint;"
             + (f"torch.set_num_threads({threads});" if threads else "")
-            + f"print(json.dumps(measure_inpaint({weights_path!r}, {height}, {width}, {device!r})))")
+            + f"print(json.dumps(measure_inpaint({weights_path!r}, {height}, {width}, {device!r}, {hole!r}, {texture!r})))")
     result, error = _run_fresh(code)
-    return result or {"size": f"{width}x{height}", "skipped": error}
+    return result or {"size": f"{width}x{height}", "hole": hole, "skipped": error}

@@ -22,6 +22,11 @@ PATCH_RADIUS = 3                 # 7 x 7 patches
 FEATURE_DIMS = 16                # PCA components of a patch (of 147) used in the search
 GUIDE_WEIGHT = 1.0               # the network-guide term, relative to the mean squared patch error
 MAX_TARGET_PIXELS = 400_000      # finest level synthesised; larger holes are synthesised below full size
+COARSEST = 0.5                   # the coarsest level, relative to the network's scale
+VOTE_WEIGHTING = 1.0             # votes weighted by exp(-cost / (VOTE_WEIGHTING * median cost)); 0: uniform
+EM_STEPS = 2
+STRUCTURE_FIRST = 1
+ITERATIONS = 2
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -132,29 +137,49 @@ class _Search:
         return sy, sx, best
 
 
+def _split(source: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """source [C, H, W] -> (low: the 3x3 mean of the known pixels, detail: source - low)."""
+    known = (~hole).float()[None, None]
+    total = F.avg_pool2d(source[None] * known, 3, 1, 1, count_include_pad=False)
+    count = F.avg_pool2d(known, 3, 1, 1, count_include_pad=False)
+    low = (total / count.clamp_min(1e-6))[0]
+    return low, source - low
+
+
 def _vote(source: torch.Tensor, ty: torch.Tensor, tx: torch.Tensor, sy: torch.Tensor, sx: torch.Tensor,
-          hole: torch.Tensor, radius: int) -> torch.Tensor:
-    """Each hole pixel p = the mean of what the patches covering it copy there: for every target q
-    within `radius` of p, the source pixel match(q) + (p - q) (inside the image: sources' patches
-    are). -> image [C, H, W] with the hole replaced."""
+          hole: torch.Tensor, radius: int, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Each hole pixel p from the patches covering it: for every target q within `radius` of p,
+    the source pixel match(q) + (p - q) votes (sources' patches lie inside the image). A split
+    vote, as PyPatchMatch casts them: the low frequencies (3x3 means) are averaged over the votes,
+    weighted by each match's `weight`, and the detail comes from the single best vote, so
+    overlapping patches that disagree do not blur the texture. -> image [C, H, W], hole replaced."""
     C, H, W = source.shape
     py, px = torch.nonzero(hole, as_tuple=True)
     top, left = int(py.min()), int(px.min())
     bottom, right = int(py.max()) + 1, int(px.max()) + 1
     match = torch.full((H + 2 * radius, W + 2 * radius), -1, dtype=torch.long)   # flat source index per target
     match[ty + radius, tx + radius] = sy * W + sx
-    flat_source = source.reshape(C, -1)
+    weights = torch.zeros(H + 2 * radius, W + 2 * radius)
+    weights[ty + radius, tx + radius] = 1.0 if weight is None else weight
+    low, detail = (t.reshape(C, -1) for t in _split(source, hole))
     inside = hole[top:bottom, left:right]
-    total = torch.zeros(C, int(inside.sum()))
-    count = torch.zeros(total.shape[1])
+    n = int(inside.sum())
+    total, count = torch.zeros(C, n), torch.zeros(n)
+    best_detail, best_weight = torch.zeros(C, n), torch.full((n,), -1.0)
     for oy in range(-radius, radius + 1):
         for ox in range(-radius, radius + 1):
-            shifted = match[top - oy + radius:bottom - oy + radius, left - ox + radius:right - ox + radius][inside]
-            ok = shifted >= 0
-            total += flat_source[:, (shifted + oy * W + ox).clamp(0, H * W - 1)] * ok
-            count += ok
+            window = (slice(top - oy + radius, bottom - oy + radius), slice(left - ox + radius, right - ox + radius))
+            shifted = match[window][inside]
+            w = (shifted >= 0) * weights[window][inside]
+            index = (shifted + oy * W + ox).clamp(0, H * W - 1)
+            total += low[:, index] * w
+            count += w
+            ranked = w * (1 - 1e-5 * (oy * oy + ox * ox))        # near ties: the patch centred closest
+            better = ranked > best_weight
+            best_weight = torch.where(better, ranked, best_weight)
+            best_detail = torch.where(better, detail[:, index], best_detail)
     out = source.clone()
-    out[:, top:bottom, left:right][:, inside] = total / count.clamp_min(1)
+    out[:, top:bottom, left:right][:, inside] = total / count.clamp_min(1e-12) + best_detail
     return out
 
 
@@ -187,7 +212,7 @@ def _upscale_matches(matches: torch.Tensor, ty: torch.Tensor, tx: torch.Tensor,
 
 @torch.no_grad()
 def synthesize(image: torch.Tensor, hole: torch.Tensor, guide: torch.Tensor, start_scale: float, *,
-               seed: int = 0, iterations: int = 2, em_steps: int = 2) -> torch.Tensor:
+               seed: int = 0) -> torch.Tensor:
     """Fill hole [H, W] (bool) of image [3, H, W] (float, 0-255) with texture copied from its known
     pixels, guided by guide [3, H, W] (the network's fill at full size, smooth; its low pass is
     matched). start_scale: the scale at which the network filled (the coarsest level). Returns
@@ -198,7 +223,8 @@ def synthesize(image: torch.Tensor, hole: torch.Tensor, guide: torch.Tensor, sta
     composite = torch.where(hole[None], guide, image)
     low_size = (max(4, round(H * start_scale)), max(4, round(W * start_scale)))
     low_pass = _resize(_resize(composite, low_size), (H, W))                        # the network's scale
-    sizes = _level_sizes(H, W, int(hole.sum()), start_scale / 2)
+    sizes = _level_sizes(H, W, int(hole.sum()), start_scale * COARSEST)
+    iterations, em_steps = ITERATIONS, EM_STEPS
     guide_scale = math.sqrt(GUIDE_WEIGHT * (2 * radius + 1) ** 2)
     estimate = matches = None
     for size in sizes:
@@ -216,6 +242,12 @@ def synthesize(image: torch.Tensor, hole: torch.Tensor, guide: torch.Tensor, sta
             pick = torch.randint(len(sy_all), ty.shape, generator=generator)
             sy, sx = sy_all[pick], sx_all[pick]
             rounds, jumps, search_radius = 2 * iterations + 2, (8, 4, 2, 1), max(size)
+            if STRUCTURE_FIRST:          # match the network's low-pass fill to the low-pass photo, then copy sharp pixels
+                structure = _resize(low_pass, size)
+                low_filters, low_bias = _pca_filters(structure, sources, radius, FEATURE_DIMS, generator)
+                search = _Search(_features(structure, low_filters, low_bias, radius), sources, targets)
+                sy, sx, _ = search.run(sy, sx, rounds, generator, jumps=jumps, search_radius=search_radius)
+                estimate = torch.where(small_hole[None], _vote(source, ty, tx, sy, sx, small_hole, radius), source)
         else:                            # the coarser matches, scaled up; the estimate rebuilt from this level's pixels
             sy, sx = _upscale_matches(matches, ty, tx, size)
             estimate = torch.where(small_hole[None], _vote(source, ty, tx, sy, sx, small_hole, radius), source)
@@ -223,8 +255,11 @@ def synthesize(image: torch.Tensor, hole: torch.Tensor, guide: torch.Tensor, sta
         for _ in range(em_steps if size != sizes[-1] else 1):
             features = torch.cat([_features(estimate, filters, bias, radius), guide_scale * guide_small])
             search = _Search(features, sources, targets)
-            sy, sx, _ = search.run(sy, sx, rounds, generator, jumps=jumps, search_radius=search_radius)
-            estimate = torch.where(small_hole[None], _vote(source, ty, tx, sy, sx, small_hole, radius), source)
+            sy, sx, cost = search.run(sy, sx, rounds, generator, jumps=jumps, search_radius=search_radius)
+            weight = None
+            if VOTE_WEIGHTING > 0:
+                weight = torch.exp(-(cost / (VOTE_WEIGHTING * cost.median().clamp_min(1e-6))).clamp(max=20))
+            estimate = torch.where(small_hole[None], _vote(source, ty, tx, sy, sx, small_hole, radius, weight), source)
             rounds = iterations
         matches = torch.full((2, *size), -1, dtype=torch.long)
         matches[0, ty, tx], matches[1, ty, tx] = sy, sx

@@ -81,16 +81,6 @@ def test_mask_generator_is_deterministic_and_hits_its_ratio_range():
     assert not np.array_equal(random_mask(64, 64, 1), random_mask(64, 64, 2))
 
 
-def test_the_comparison_window_is_centred_on_the_hole_and_stays_inside_the_image():
-    mask = np.zeros((300, 400), bool)
-    mask[200:220, 300:340] = True                        # centroid (209.5 -> 210, 319.5 -> 320)
-    assert metrics.hole_window(mask, 100) == (slice(160, 260), slice(270, 370))
-    mask[:] = False
-    mask[290:, 390:] = True                              # in the corner: shifted inside
-    assert metrics.hole_window(mask, 100) == (slice(200, 300), slice(300, 400))
-    assert metrics.hole_window(mask[250:], 100) == (slice(0, 50), slice(300, 400))   # shorter than the window
-
-
 def test_metrics_against_hand_computation():
     truth = np.zeros((4, 4, 3), np.uint8)
     prediction = truth.copy()
@@ -561,14 +551,18 @@ def test_evaluate_inpaint_writes_json_and_scores_the_network_without_attention(t
     (tmp_path / "photos").mkdir()
     Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "photos" / "a.png")
     out = tmp_path / "r.json"
+    fast = ("--no-perceptual", "--baselines", "telea,ns", "--masks-per-photo", "1")
     code, err = _run(capsys, "evaluate", "inpaint", "--weights", tiny_inpaint_weights, "--photos",
-                     tmp_path / "photos", "--json", out, "--attention-off")
+                     tmp_path / "photos", "--json", out, "--attention-off", *fast)
     assert code == 0, err
     result = json.loads(out.read_text())
-    assert result["attention_off"] is True and set(result["buckets"]) == {"10%-20%", "20%-30%", "30%-40%"}
-    per_photo = result["per_photo"]["20%-30%"]["annorm"]["psnr"]       # one photo: its value is the mean
-    assert len(per_photo) == 1 and per_photo[0] == pytest.approx(result["buckets"]["20%-30%"]["annorm"]["psnr"])
+    assert result["attention_off"] is True
+    assert set(result["buckets"]) == {"10-20%", "20-30%", "30-40%", "objects", "flat"}
+    assert set(result["buckets"]["objects"]) == {"telea", "ns", "annorm"}
+    per_fill = result["per_fill"]["20-30%"]["annorm"]["psnr"]       # one photo, one mask: its value is the mean
+    assert len(per_fill) == 1 and per_fill[0] == pytest.approx(result["buckets"]["20-30%"]["annorm"]["psnr"])
+    assert len(result["per_fill"]["flat"]["telea"]["psnr"]) == 2      # a box and an ellipse
     code, err = _run(capsys, "evaluate", "inpaint", "--weights", tiny_inpaint_weights, "--photos",
-                     tmp_path / "photos", "--json", out, "--overwrite")
+                     tmp_path / "photos", "--json", out, "--overwrite", "--buckets", "objects", *fast)
     assert code == 0, err
     assert json.loads(out.read_text())["attention_off"] is False

@@ -127,8 +127,11 @@ def bench_inpaint(
     sizes: str = typer.Option("256x256,512x512,1024x768,2048x1536", help="WIDTHxHEIGHT list, comma-separated."),
     device: str = typer.Option("cpu", help="auto | cpu | cuda | mps"),
     threads: Optional[int] = typer.Option(None, help="CPU threads."),
+    holes: str = typer.Option("strokes,object", help="Hole kinds, comma-separated: strokes (30-40% free-form), "
+                              "object (one object of 10-25%)."),
+    texture: bool = typer.Option(True, help="With the texture step (as annorm inpaint does)."),
 ) -> None:
-    """Seconds and peak memory of one whole inpaint (30-40% free-form hole) by photo size, each size in a
+    """Seconds and peak memory of one whole inpaint by photo size and hole kind, each in a
     fresh process, excluding process start and model loading.
 
     Example: annorm bench inpaint --sizes 512x512,2048x1536
@@ -139,6 +142,9 @@ def bench_inpaint(
         raise fail("--sizes takes WIDTHxHEIGHT items separated by commas, like 512x512,2048x1536.")
     if any(len(p) != 2 or min(p) < 8 for p in pairs):
         raise fail("Every size needs a width and a height of at least 8.")
+    kinds = [h.strip() for h in holes.split(",") if h.strip()]
+    if not kinds or any(h not in ("strokes", "object") for h in kinds):
+        raise fail(f"--holes takes a comma-separated list of strokes, object; got '{holes}'.")
     from rich.console import Console
     from rich.table import Table
 
@@ -148,13 +154,14 @@ def bench_inpaint(
 
     path, _ = weight_files.resolve(model, weights, task="inpaint")
     dev = resolve_device(device)
-    table = Table(title=f"inpaint: {path.name}, {dev}")
-    for column in ("size", "seconds", "peak memory"):
+    table = Table(title=f"inpaint: {path.name}, {dev}" + ("" if texture else ", no texture step"))
+    for column in ("size", "hole", "seconds", "peak memory"):
         table.add_column(column, justify="right")
     for width, height in pairs:
-        row = bench.run_inpaint_cell(str(path), height, width, str(dev), threads)
-        if "skipped" in row:
-            table.add_row(row["size"], "failed", row["skipped"])
-        else:
-            table.add_row(row["size"], f"{row['seconds']:.3f}", _size(row["peak_bytes"]))
+        for kind in kinds:
+            row = bench.run_inpaint_cell(str(path), height, width, str(dev), threads, kind, texture)
+            if "skipped" in row:
+                table.add_row(row["size"], kind, "failed", row["skipped"])
+            else:
+                table.add_row(row["size"], kind, f"{row['seconds']:.3f}", _size(row["peak_bytes"]))
     Console().print(table)

@@ -8,6 +8,7 @@ import typer
 
 from annorm_cli.cli.common import check_max_side, check_outputs, progress
 from annorm_cli.cli.errors import fail
+from annorm_cli.evaluate.inpainting import BASELINES, BUCKETS
 from annorm_cli.files import write_json
 
 app = typer.Typer(no_args_is_help=True, help="Metrics: FID, intra-FID and class accuracy for the class-conditional model; inpainting against classical methods.")
@@ -205,88 +206,128 @@ def inpaint(
     data: Path = typer.Option(Path("../shared/data/scenes"), help="The scenes folder (for the held-out list)."),
     model: Optional[str] = typer.Option(None, help="Registry name (default scenes-inpaint-an)."),
     weights: Optional[Path] = typer.Option(None, help="Or a .safetensors file with its card."),
-    compare_out: Optional[Path] = typer.Option(None, help="Write a comparison picture (input, mask, Telea, NS, annorm, truth) here."),
+    buckets: str = typer.Option(",".join(BUCKETS), help="Mask buckets, comma-separated: "
+                                "10-20%, 20-30%, 30-40% (strokes), objects (object removal), flat (smooth regions)."),
+    masks_per_photo: int = typer.Option(8, help="Masks per photo in the stroke and object buckets (flat: a box and an ellipse)."),
+    baselines: str = typer.Option(",".join(BASELINES), help="Classical methods to compare with: telea, ns, patchmatch ('' for none)."),
+    perceptual: bool = typer.Option(True, help="KID / FID / feature distance of hole crops (the FID network; "
+                                    "about 0.25 s per crop on 2 CPU cores)."),
+    compare_out: Optional[Path] = typer.Option(None, help="Write a comparison picture (input with the object-removal "
+                                               "hole, Telea, PatchMatch, annorm, truth) here."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the tables and the per-photo values as JSON here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the tables and the per-fill values as JSON here."),
     overwrite: bool = typer.Option(False, help="Replace existing --json / --compare-out files."),
     max_side: Optional[int] = typer.Option(None, help="Largest side the network sees (default: the model's work_side)."),
     match: bool = typer.Option(True, help="Correct each fill by the network's error on the known pixels "
                                "(as annorm inpaint does); --no-match scores the network's raw fill."),
+    texture: bool = typer.Option(True, help="The texture step (as annorm inpaint does); --no-texture scores the network's smooth fill."),
     record: bool = typer.Option(False, help="Write the tables into the model's card (metrics), with this command."),
     attention_off: bool = typer.Option(False, help="Score the network with its attention layers switched off "
                                        "(AN / SA output scale gamma = 0, so each is the identity): how much the "
                                        "trained fill relies on them."),
 ) -> None:
-    """PSNR / L1 in the hole and SSIM for annorm vs OpenCV Telea and Navier-Stokes, per hole-size bucket.
+    """annorm against Telea, Navier-Stokes and PatchMatch per mask bucket: PSNR / L1 in the hole, SSIM,
+    and KID / FID / feature distance of crops around the hole (protocol: annorm_cli/evaluate/inpainting.py).
 
-    Example: annorm evaluate inpaint --compare-out compare.png
+    Example: annorm evaluate inpaint --buckets objects --compare-out compare.png
     """
     import numpy as np
     from rich.console import Console
-    from rich.table import Table
 
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
     from annorm_cli.evaluate import inpainting as metrics
-    from annorm_cli.images import make_grid, save_png
-    from annorm_cli.masks import EVAL_BUCKETS
     from annorm_cli.nn.blocks import switch_off_attention
     from annorm_cli.pipelines import inpaint_array
     from annorm_cli.train.inpainting import holdout_list, load_photos
 
     check_max_side(max_side)
     check_outputs("inpaint", model, weights, overwrite, json=json_out, compare_out=compare_out)
-    if record and attention_off:
-        raise fail("--record writes the model's own metrics; it cannot be combined with --attention-off.")
+    chosen = [b.strip() for b in buckets.split(",") if b.strip()]
+    methods = [m.strip() for m in baselines.split(",") if m.strip()]
+    if not chosen or any(b not in BUCKETS for b in chosen):
+        raise fail(f"--buckets takes a comma-separated list of {', '.join(BUCKETS)}; got '{buckets}'.")
+    if any(m not in BASELINES for m in methods):
+        raise fail(f"--baselines takes a comma-separated list of {', '.join(BASELINES)}; got '{baselines}'.")
+    if masks_per_photo < 1:
+        raise fail(f"--masks-per-photo must be at least 1, got {masks_per_photo}.")
+    if record and (attention_off or not texture or not match):
+        raise fail("--record writes the model's own metrics; it cannot be combined with --attention-off, --no-texture or --no-match.")
     network, card = weight_files.load(model, weights, task="inpaint")
     if attention_off and not switch_off_attention(network):
         raise fail("This network has no attention layers to switch off (it was trained with attention 'none').")
     dev = resolve_device(device)
-    work_side = max_side or network.config.work_side
+    fills = {m: (lambda image, mask, m=m: metrics.baseline_fill(m, image, mask)) for m in methods}
+    fills["annorm"] = lambda image, mask: inpaint_array(network, image, mask, device=dev, max_side=max_side,
+                                                        match=match, texture=texture)
     loaded = load_photos(photos) if photos else load_photos(data, holdout_list())
-    methods = ("telea", "ns", "annorm")
-    results = {b: {m: {"psnr": [], "l1": [], "ssim": []} for m in methods} for b in range(len(EVAL_BUCKETS))}
+    truths = [photo.permute(1, 2, 0).numpy() for photo in loaded.values()]
+    for method in methods:                          # a missing baseline says so before any work
+        metrics.baseline_fill(method, np.zeros((8, 8, 3), np.uint8), np.eye(8, dtype=bool))
+    inception = None
+    if perceptual:
+        from annorm_cli.evaluate.fid import load_inception
+        inception = load_inception(dev)
     tiles = []
-    for b, bucket in enumerate(EVAL_BUCKETS):
-        for i, (name, photo) in enumerate(loaded.items()):
-            truth = photo.permute(1, 2, 0).numpy()
-            mask = metrics.evaluation_mask(*truth.shape[:2], b, i, bucket)
-            outputs = {"telea": metrics.opencv_inpaint(truth, mask, "telea"),
-                       "ns": metrics.opencv_inpaint(truth, mask, "ns"),
-                       "annorm": inpaint_array(network, truth, mask, device=dev, max_side=work_side,
-                                                   match=match)}
-            for method, out in outputs.items():
-                results[b][method]["psnr"].append(metrics.psnr_in_hole(out, truth, mask))
-                results[b][method]["l1"].append(metrics.l1_in_hole(out, truth, mask))
-                results[b][method]["ssim"].append(metrics.ssim(out, truth))
-            if compare_out is not None and b == 1 and len(tiles) < 4 * 6 and min(mask.shape) >= 192:
-                window = metrics.hole_window(mask, 192)
-                crop = lambda a: a[window]  # noqa: E731
-                shown = np.where(mask[..., None], np.uint8(255), truth)
-                tiles += [crop(shown), crop(np.repeat(mask[..., None] * np.uint8(255), 3, -1)),
-                          crop(outputs["telea"]), crop(outputs["ns"]), crop(outputs["annorm"]), crop(truth)]
-    summary = {}
+
+    def collect(bucket, photo_index, mask_index, mask, outputs):
+        if compare_out is not None and bucket == "objects" and mask_index == 0 and len(tiles) < 6 * 5:
+            tiles.extend(comparison_row(truths[photo_index], mask, outputs))
+    per_mask = masks_per_photo * len(truths)
+    with progress("fills", sum(2 * len(truths) if b == "flat" else per_mask for b in chosen)) as advance:
+        def on_fill(*args):
+            collect(*args)
+            advance(1)
+        results = metrics.evaluate_photos(fills, truths, chosen, masks_per_photo=masks_per_photo,
+                                          perceptual=perceptual, inception=inception, on_fill=on_fill)
+    summary = {bucket: metrics.summarise(result) for bucket, result in results.items()}
     console = Console()
-    for b, bucket in enumerate(EVAL_BUCKETS):
-        table = Table(title=f"hole {bucket[0]:.0%}-{bucket[1]:.0%}, {len(loaded)} photos")
-        for column in ("method", "PSNR in hole (dB)", "L1 in hole", "SSIM"):
-            table.add_column(column)
-        key = f"{bucket[0]:.0%}-{bucket[1]:.0%}"
-        summary[key] = {}
-        for method in methods:
-            means = {k: float(np.mean(v)) for k, v in results[b][method].items()}
-            summary[key][method] = means
-            table.add_row(method, f"{means['psnr']:.2f}", f"{means['l1']:.4f}", f"{means['ssim']:.4f}")
-        console.print(table)
+    for bucket, rows in summary.items():
+        console.print(inpaint_table(bucket, rows, len(truths), masks_per_photo))
     if compare_out is not None and tiles:
-        save_png(make_grid(np.stack(tiles), 6), compare_out)
+        from annorm_cli.images import make_grid, save_png
+        save_png(make_grid(np.stack(tiles), 5), compare_out)
     if json_out:
-        write_json(json_out, {"model_sha256": card["sha256"], "work_side": work_side, "match": match,
-                              "attention_off": attention_off, "photos": list(loaded), "buckets": summary,
-                              "per_photo": {key: results[b] for b, key in enumerate(summary)}})
+        write_json(json_out, {"model_sha256": card["sha256"], "max_side": max_side, "match": match, "texture": texture,
+                              "attention_off": attention_off, "photos": list(loaded), "masks_per_photo": masks_per_photo,
+                              "buckets": summary,
+                              "per_fill": {b: r.scores for b, r in results.items()}})
     if record:
         import sys
         _, card_path = weight_files.resolve(model, weights, task="inpaint")
         weight_files.record_metrics(card_path, {"inpaint_eval": {
             "photos": "held-out list" if photos is None else str(photos), "n_photos": len(loaded),
-            "buckets": summary, "work_side": work_side, "match": match, "protocol": "annorm_cli/evaluate/inpainting.py", "command": "annorm " + " ".join(sys.argv[1:])}})
+            "masks_per_photo": masks_per_photo, "buckets": summary, "protocol": "annorm_cli/evaluate/inpainting.py",
+            "command": "annorm " + " ".join(sys.argv[1:])}})
+
+
+def comparison_row(truth, mask, outputs, side: int = 256) -> list:
+    """Input with the hole (white), Telea, PatchMatch, annorm, truth: the square crop around the hole."""
+    import numpy as np
+
+    from annorm_cli.evaluate.perceptual import hole_crop, hole_crop_box
+    box = hole_crop_box(mask)
+    shown = np.where(mask[..., None], np.uint8(255), truth)
+    blank = np.full_like(truth, 255)
+    return [hole_crop(a, box, side) for a in (shown, outputs.get("telea", blank), outputs.get("patchmatch", blank),
+                                              outputs["annorm"], truth)]
+
+
+def inpaint_table(bucket: str, rows: dict, n_photos: int, masks_per_photo: int):
+    from rich.table import Table
+    fills = n_photos * (2 if bucket == "flat" else masks_per_photo)
+    table = Table(title=f"{bucket} holes, {n_photos} photos, {fills} fills")
+    columns = ["method", "PSNR in hole (dB)", "L1 in hole", "SSIM"]
+    perceptual = any("kid" in r for r in rows.values())
+    if perceptual:
+        columns += ["KID x1000 (s.e.)", "KID - annorm (s.e.)", "crop FID", "feature dist. (s.e.)"]
+    for column in columns:
+        table.add_column(column)
+    for method, r in rows.items():
+        cells = [method, f"{r['psnr']:.2f}", f"{r['l1']:.4f}", f"{r['ssim']:.4f}"]
+        if perceptual:
+            paired = f"{r['kid_minus_annorm']:+.2f} ({r['kid_minus_annorm_se']:.2f})" if "kid_minus_annorm" in r else ""
+            cells += [f"{r['kid']:.2f} ({r['kid_se']:.2f})", paired, f"{r['fid']:.1f}",
+                      f"{r['feature_distance']:.4f} ({r['feature_distance_se']:.4f})"]
+        table.add_row(*cells)
+    return table

@@ -8,8 +8,9 @@ TF-Inception, pool features [2048]). The same crop of the original photo is the 
 Per bucket and method, over all crops:
 
 - KID (Binkowski et al. 2018): the unbiased MMD^2 between the filled and the original crops'
-  features with the kernel k(x, y) = (x.y / 2048 + 1)^3. Unbiased at any sample count, so
-  small sets compare fairly. Reported x 1000, as the mean over FOLDS disjoint folds (crops
+  features with the kernel k(x, y) = (x.y / 2048 + 1)^3; the crops are paired (a fill and its
+  original share everything outside the hole), so the cross term leaves out each crop's own
+  pair. Unbiased at any sample count, so small sets compare fairly. Reported x 1000, as the mean over FOLDS disjoint folds (crops
   grouped by photo) with the standard error of that mean (std / sqrt(FOLDS)).
 - FID of the crops (frechet_distance of the two feature sets; biased upward at a few hundred
   crops, which is why KID leads).
@@ -46,7 +47,7 @@ def hole_crop_box(mask: np.ndarray, margin: float = CROP_MARGIN) -> tuple[int, i
 def hole_crop(image: np.ndarray, box: tuple[int, int, int, int], size: int = CROP_SIZE) -> np.ndarray:
     """The crop `box` of image [H, W, 3] uint8, resized to [size, size, 3] uint8."""
     top, left, h, w = box
-    crop = torch.from_numpy(np.ascontiguousarray(image[top:top + h, left:left + w])).permute(2, 0, 1)[None].float()
+    crop = torch.from_numpy(np.array(image[top:top + h, left:left + w])).permute(2, 0, 1)[None].float()
     resized = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
@@ -55,30 +56,36 @@ def _polynomial_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a @ b.T / a.shape[1] + 1) ** 3
 
 
-def kid(features_a: np.ndarray, features_b: np.ndarray) -> float:
+def kid(features_a: np.ndarray, features_b: np.ndarray, *, paired: bool = False) -> float:
     """Unbiased MMD^2 with the cubic polynomial kernel between feature sets [n, d] and [m, d]
-    (n, m >= 2): mean off-diagonal k(a, a') + mean off-diagonal k(b, b') - 2 mean k(a, b)."""
+    (n, m >= 2): mean off-diagonal k(a, a') + mean off-diagonal k(b, b') - 2 mean k(a, b).
+    `paired` (n = m, a_i and b_i of the same crop): the cross term leaves out the pairs i = i as
+    well, which are alike by construction and would bias the estimate low (the U-statistic of
+    Gretton et al. 2012 for paired samples)."""
     n, m = len(features_a), len(features_b)
     if n < 2 or m < 2:
         raise ValueError("KID needs at least two samples on each side.")
+    if paired and n != m:
+        raise ValueError("Paired KID needs as many samples on each side.")
     k_aa, k_bb, k_ab = (_polynomial_kernel(features_a, features_a), _polynomial_kernel(features_b, features_b),
                         _polynomial_kernel(features_a, features_b))
+    cross = (k_ab.sum() - np.trace(k_ab)) / (n * (n - 1)) if paired else k_ab.mean()
     return float((k_aa.sum() - np.trace(k_aa)) / (n * (n - 1)) + (k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
-                 - 2 * k_ab.mean())
+                 - 2 * cross)
 
 
-def kid_folds(filled: np.ndarray, original: np.ndarray, groups: np.ndarray,
-              folds: int = FOLDS) -> tuple[float, float]:
-    """KID between paired feature sets [n, d] as (mean, standard error) over `folds` disjoint folds;
-    groups [n] (e.g. the photo index) keeps a photo's crops in one fold, as fold = group % folds."""
-    values = []
-    for fold in range(folds):
-        pick = groups % folds == fold
-        if pick.sum() >= 2:
-            values.append(kid(filled[pick], original[pick]))
+def kid_per_fold(filled: np.ndarray, original: np.ndarray, groups: np.ndarray, folds: int = FOLDS) -> np.ndarray:
+    """KID between paired feature sets [n, d] on each of `folds` disjoint folds that hold at least
+    two crops; groups [n] (the photo index) keeps a photo's crops in one fold: fold = group % folds."""
+    values = [kid(filled[groups % folds == f], original[groups % folds == f], paired=True)
+              for f in range(folds) if (groups % folds == f).sum() >= 2]
     if not values:
         raise ValueError("KID needs at least two crops in a fold.")
-    values = np.array(values)
+    return np.array(values)
+
+
+def mean_and_error(values: np.ndarray) -> tuple[float, float]:
+    """The mean and its standard error (std / sqrt(n); nan for one value)."""
     error = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
     return float(values.mean()), error
 

@@ -1,0 +1,180 @@
+"""The parts of inpainting that make fills look real: masks people draw, the perceptual measure,
+the texture step, PatchMatch as a baseline, and flat regions that stay flat."""
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from annorm_cli.errors import AnnormError
+from annorm_cli.evaluate import inpainting as metrics
+from annorm_cli.evaluate import perceptual
+from annorm_cli.masks import OBJECT_RATIO, flat_region_mask, hole_depth, object_mask
+from annorm_cli.synthesis import synthesize
+
+
+# ----------------------------------------------------------------------------- masks
+def test_object_masks_are_deterministic_solid_and_within_their_ratio():
+    ratios = [object_mask(240, 320, seed).mean() for seed in range(60)]
+    low, high = OBJECT_RATIO
+    assert all(low * 0.95 <= r <= high * 1.05 for r in ratios)
+    assert np.array_equal(object_mask(240, 320, 7), object_mask(240, 320, 7))
+    assert not np.array_equal(object_mask(240, 320, 7), object_mask(240, 320, 8))
+    assert min(hole_depth(object_mask(240, 320, seed)) for seed in range(20)) >= 8   # solid, not strokes
+
+
+def test_hole_depth_counts_erosions_to_the_nearest_known_pixel():
+    mask = np.zeros((60, 80), bool)
+    mask[10:31, 20:41] = True                           # 21 x 21: the centre is 11 erosions deep
+    assert hole_depth(mask) == 11
+    mask[:] = False
+    mask[5:8, :] = True                                 # a 3 px line: 2
+    assert hole_depth(mask) == 2
+
+
+def test_flat_region_mask_covers_the_smoothest_part_of_the_photo():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (128, 160, 3), dtype=np.uint8)
+    image[:64, 80:] = 120                               # one smooth quarter: top right
+    mask = flat_region_mask(image)
+    rows, cols = np.nonzero(mask)
+    assert abs(mask.mean() - 1 / 16) < 0.01
+    assert rows.max() < 64 and cols.min() >= 80
+    ellipse = flat_region_mask(image, shape="ellipse")
+    assert ellipse.sum() < mask.sum() and not ellipse[~mask].any()
+
+
+# ----------------------------------------------------------------------------- the perceptual measure
+def _kid_by_hand(a, b, paired):
+    k = lambda x, y: (float(np.dot(x, y)) / len(x) + 1) ** 3  # noqa: E731
+    n, m = len(a), len(b)
+    aa = sum(k(a[i], a[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    bb = sum(k(b[i], b[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    if paired:
+        ab = sum(k(a[i], b[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    else:
+        ab = sum(k(a[i], b[j]) for i in range(n) for j in range(m)) / (n * m)
+    return aa + bb - 2 * ab
+
+
+def test_kid_against_hand_computation_and_of_a_set_against_itself():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 3)), rng.normal(1.0, 1.0, size=(5, 3))
+    assert perceptual.kid(a, b) == pytest.approx(_kid_by_hand(a, b, False))
+    assert perceptual.kid(a, b, paired=True) == pytest.approx(_kid_by_hand(a, b, True))
+    assert perceptual.kid(a, a, paired=True) == pytest.approx(0.0, abs=1e-12)
+    features = rng.normal(size=(400, 8))
+    shifted = rng.normal(0.5, 1.0, size=(400, 8))
+    assert perceptual.kid(features[:200], features[200:]) == pytest.approx(0.0, abs=0.02)  # same law: about 0
+    assert perceptual.kid(features, shifted) > 0.1
+    assert perceptual.crop_fid(features, features) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kid_folds_group_crops_by_photo_and_give_a_standard_error():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(40, 4)), rng.normal(size=(40, 4))
+    groups = np.repeat(np.arange(10), 4)
+    folds = perceptual.kid_per_fold(a, b, groups, folds=5)
+    assert len(folds) == 5
+    assert folds[0] == pytest.approx(perceptual.kid(a[groups % 5 == 0], b[groups % 5 == 0], paired=True))
+    mean, error = perceptual.mean_and_error(folds)
+    assert mean == pytest.approx(folds.mean()) and error == pytest.approx(folds.std(ddof=1) / np.sqrt(5))
+
+
+def test_the_hole_crop_is_a_square_around_the_hole_inside_the_image():
+    mask = np.zeros((300, 400), bool)
+    mask[100:140, 200:280] = True                       # 40 x 80: grown by 1/4 of 80 each side -> 120
+    assert perceptual.hole_crop_box(mask) == (60, 180, 120, 120)
+    mask[:] = False
+    mask[280:, 380:] = True                             # in the corner: shifted inside
+    top, left, h, w = perceptual.hole_crop_box(mask)
+    assert (top + h, left + w) == (300, 400) and h == w
+    mask[:] = False
+    mask[:, 10:390] = True                              # wider than the photo is high: the short side
+    assert perceptual.hole_crop_box(mask)[2:] == (300, 300)
+    image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    assert perceptual.hole_crop(image, (0, 0, 50, 50)).shape == (299, 299, 3)
+
+
+# ----------------------------------------------------------------------------- the texture step
+def _stripes(height=96, width=128, period=8):
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, (np.arange(width) // (period // 2)) % 2 == 1] = (200, 40, 40)
+    return image
+
+
+def test_synthesis_keeps_known_pixels_is_seeded_and_copies_sharp_texture():
+    image = torch.from_numpy(_stripes()).permute(2, 0, 1).float()
+    hole = torch.zeros(96, 128, dtype=torch.bool)
+    hole[30:70, 40:90] = True
+    guide = image.clone()
+    guide[:, hole] = image[:, ~hole].mean(1, keepdim=True)        # a blurred guess: the mean colour
+    out = synthesize(image, hole, guide, 0.5, seed=3)
+    assert torch.equal(out[:, ~hole], image[:, ~hole])
+    assert torch.equal(out, synthesize(image, hole, guide, 0.5, seed=3))
+    filled = out[:, hole]                                          # [3, n]
+    # texture, not blur: nearly every filled pixel is one of the two stripe colours
+    near = torch.minimum((filled - torch.tensor([0., 0, 0])[:, None]).abs().amax(0),
+                         (filled - torch.tensor([200., 40, 40])[:, None]).abs().amax(0))
+    assert (near < 30).float().mean() > 0.9
+    assert filled[0].std() > 80                                    # both colours, in about equal parts
+
+
+def test_inpaint_with_texture_changes_only_hole_pixels_and_repeats_for_a_seed():
+    from annorm_cli.models.inpainting import InpaintGenerator
+    from annorm_cli.pipelines import inpaint_array
+    from helpers import TINY_INPAINT
+    torch.manual_seed(0)
+    model = InpaintGenerator(TINY_INPAINT).eval()
+    image = _stripes(80, 100)
+    mask = object_mask(80, 100, 4)
+    a = inpaint_array(model, image, mask, seed=1)
+    assert np.array_equal(a[~mask], image[~mask])
+    assert np.array_equal(a, inpaint_array(model, image, mask, seed=1))
+    assert not np.array_equal(a, inpaint_array(model, image, mask, texture=False))
+
+
+# ----------------------------------------------------------------------------- flat regions
+def _sky(height=240, width=360):
+    """A smooth sky: a vertical blue gradient with a faint horizontal one."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    sky = np.stack([90 + 60 * y / height + 5 * x / width, 140 + 50 * y / height, 230 - 20 * y / height], -1)
+    return sky.round().astype(np.uint8)
+
+
+@pytest.mark.parametrize("shape", ["box", "ellipse"])
+def test_the_shipped_model_fills_a_flat_sky_smoothly_in_its_own_colour(shape):
+    pytest.importorskip("cv2")
+    from annorm_cli.pipelines import inpaint
+    image = _sky()
+    mask = flat_region_mask(image, shape=shape)
+    telea = metrics.psnr_in_hole(metrics.opencv_inpaint(image, mask, "telea"), image, mask)
+    for max_side in (None, 64, 1024):
+        filled = inpaint(image, mask, max_side=max_side, device="cpu")
+        assert metrics.psnr_in_hole(filled, image, mask) >= telea - 0.5, max_side
+
+
+# ----------------------------------------------------------------------------- PatchMatch
+def test_patchmatch_missing_is_one_clear_sentence(monkeypatch):
+    monkeypatch.setitem(sys.modules, "patchmatch", None)            # import patchmatch -> ImportError
+    image = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(AnnormError, match="needs pypatchmatch: pip install 'annorm\\[eval\\]'"):
+        metrics.baseline_fill("patchmatch", image, np.eye(16, dtype=bool))
+
+
+def test_patchmatch_baseline_keeps_known_pixels_and_repeats():
+    pytest.importorskip("patchmatch")
+    image = _stripes(64, 80)
+    mask = object_mask(64, 80, 2)
+    out = metrics.patchmatch_inpaint(image, mask)
+    assert np.array_equal(out[~mask], image[~mask]) and np.array_equal(out, metrics.patchmatch_inpaint(image, mask))
+
+
+def test_evaluation_masks_per_bucket():
+    image = _sky(120, 160)
+    assert len(metrics.evaluation_masks(image, "flat", 0, 8)) == 2
+    objects = metrics.evaluation_masks(image, "objects", 3, 4)
+    assert len(objects) == 4 and all(0.09 < m.mean() < 0.27 for m in objects)
+    strokes = metrics.evaluation_masks(image, "20-30%", 3, 2)
+    from annorm_cli.masks import random_mask
+    assert np.array_equal(strokes[0], random_mask(120, 160, 1000 + 3, ratio=(0.2, 0.3)))   # the earlier protocol's mask
