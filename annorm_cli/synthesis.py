@@ -21,12 +21,11 @@ import torch.nn.functional as F
 PATCH_RADIUS = 3                 # 7 x 7 patches
 FEATURE_DIMS = 16                # PCA components of a patch (of 147) used in the search
 GUIDE_WEIGHT = 1.0               # the network-guide term, relative to the mean squared patch error
-MAX_TARGET_PIXELS = 400_000      # finest level synthesised; larger holes are synthesised below full size
+MAX_TARGET_PIXELS = 150_000      # finest level synthesised; larger holes are synthesised below full size
 COARSEST = 0.5                   # the coarsest level, relative to the network's scale
-VOTE_WEIGHTING = 1.0             # votes weighted by exp(-cost / (VOTE_WEIGHTING * median cost)); 0: uniform
-EM_STEPS = 2
-STRUCTURE_FIRST = 1
-ITERATIONS = 2
+VOTE_WEIGHTING = 0.1             # votes weighted by exp(-cost / (VOTE_WEIGHTING * median cost)); 0: uniform
+EM_STEPS = 2                     # search + vote per level (the finest: 1)
+ITERATIONS = 2                   # PatchMatch rounds per search (the coarsest level: 2 x + 2)
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -154,32 +153,31 @@ def _vote(source: torch.Tensor, ty: torch.Tensor, tx: torch.Tensor, sy: torch.Te
     weighted by each match's `weight`, and the detail comes from the single best vote, so
     overlapping patches that disagree do not blur the texture. -> image [C, H, W], hole replaced."""
     C, H, W = source.shape
+    Wp = W + 2 * radius
+    match = torch.full(((H + 2 * radius) * Wp,), -1, dtype=torch.long)           # flat source index per target
+    match[(ty + radius) * Wp + tx + radius] = sy * W + sx
+    weights = torch.zeros(match.shape)
+    weights[(ty + radius) * Wp + tx + radius] = 1.0 if weight is None else weight
+    low, detail = _split(source, hole)
+    split = torch.cat([low, detail]).reshape(2 * C, -1)                            # [2C, H*W]
     py, px = torch.nonzero(hole, as_tuple=True)
-    top, left = int(py.min()), int(px.min())
-    bottom, right = int(py.max()) + 1, int(px.max()) + 1
-    match = torch.full((H + 2 * radius, W + 2 * radius), -1, dtype=torch.long)   # flat source index per target
-    match[ty + radius, tx + radius] = sy * W + sx
-    weights = torch.zeros(H + 2 * radius, W + 2 * radius)
-    weights[ty + radius, tx + radius] = 1.0 if weight is None else weight
-    low, detail = (t.reshape(C, -1) for t in _split(source, hole))
-    inside = hole[top:bottom, left:right]
-    n = int(inside.sum())
-    total, count = torch.zeros(C, n), torch.zeros(n)
-    best_detail, best_weight = torch.zeros(C, n), torch.full((n,), -1.0)
+    here = (py + radius) * Wp + px + radius                                        # [n] in the padded grid
+    total, count = torch.zeros(C, len(py)), torch.zeros(len(py))
+    best_detail, best_weight = torch.zeros(C, len(py)), torch.full((len(py),), -1.0)
     for oy in range(-radius, radius + 1):
         for ox in range(-radius, radius + 1):
-            window = (slice(top - oy + radius, bottom - oy + radius), slice(left - ox + radius, right - ox + radius))
-            shifted = match[window][inside]
-            w = (shifted >= 0) * weights[window][inside]
-            index = (shifted + oy * W + ox).clamp(0, H * W - 1)
-            total += low[:, index] * w
+            voter = here - (oy * Wp + ox)                                          # q = p - offset
+            matched = match[voter]
+            w = weights[voter] * (matched >= 0)
+            values = split[:, (matched + oy * W + ox).clamp(0, H * W - 1)]        # [2C, n]
+            total += values[:C] * w
             count += w
             ranked = w * (1 - 1e-5 * (oy * oy + ox * ox))        # near ties: the patch centred closest
             better = ranked > best_weight
             best_weight = torch.where(better, ranked, best_weight)
-            best_detail = torch.where(better, detail[:, index], best_detail)
+            best_detail = torch.where(better, values[C:], best_detail)
     out = source.clone()
-    out[:, top:bottom, left:right][:, inside] = total / count.clamp_min(1e-12) + best_detail
+    out[:, py, px] = total / count.clamp_min(1e-12) + best_detail
     return out
 
 
@@ -210,59 +208,85 @@ def _upscale_matches(matches: torch.Tensor, ty: torch.Tensor, tx: torch.Tensor,
     return torch.where(found, sy, ty), torch.where(found, sx, tx)
 
 
+class _Level:
+    """One level of the pyramid: the photo's known pixels at `size`, its hole, the pixels whose
+    whole patch is known (sources), those whose patch touches the hole (targets), and the PCA
+    basis of its known patches."""
+
+    def __init__(self, image: torch.Tensor, hole: torch.Tensor, size: tuple[int, int], generator: torch.Generator):
+        self.size = size
+        self.source, self.hole = _known_resize(image, hole, size)
+        self.sources = _erode(~self.hole, PATCH_RADIUS)
+        if not self.sources.any():                      # a tiny photo: patches that reach the border will do
+            self.sources = ~self.hole
+        self.targets = _dilate(self.hole, PATCH_RADIUS) & ~self.sources
+        self.ty, self.tx = torch.nonzero(self.targets, as_tuple=True)
+        self.basis = _pca_filters(self.source, self.sources, PATCH_RADIUS, FEATURE_DIMS, generator)
+
+    def search(self, features: torch.Tensor, sy: torch.Tensor, sx: torch.Tensor, rounds: int,
+               generator: torch.Generator, jumps=(1,), search_radius: int = 4):
+        return _Search(features, self.sources, self.targets).run(sy, sx, rounds, generator, jumps=jumps,
+                                                                search_radius=search_radius)
+
+    def copy(self, sy: torch.Tensor, sx: torch.Tensor) -> torch.Tensor:
+        """The image [3, h, w] with each hole pixel copied from its own match (a quick first estimate)."""
+        out = self.source.clone()
+        inside = self.hole[self.ty, self.tx]
+        out[:, self.ty[inside], self.tx[inside]] = self.source[:, sy[inside], sx[inside]]
+        return out
+
+    def vote(self, sy: torch.Tensor, sx: torch.Tensor, cost: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The image [3, h, w] with its hole rebuilt from the matches (weighted by their cost if given)."""
+        weight = None
+        if cost is not None and VOTE_WEIGHTING > 0:
+            weight = torch.exp(-(cost / (VOTE_WEIGHTING * cost.median().clamp_min(1e-6))).clamp(max=20))
+        return _vote(self.source, self.ty, self.tx, sy, sx, self.hole, PATCH_RADIUS, weight)
+
+
 @torch.no_grad()
 def synthesize(image: torch.Tensor, hole: torch.Tensor, guide: torch.Tensor, start_scale: float, *,
                seed: int = 0) -> torch.Tensor:
     """Fill hole [H, W] (bool) of image [3, H, W] (float, 0-255) with texture copied from its known
-    pixels, guided by guide [3, H, W] (the network's fill at full size, smooth; its low pass is
-    matched). start_scale: the scale at which the network filled (the coarsest level). Returns
-    [3, H, W] float with the known pixels unchanged."""
+    pixels, guided by guide [3, H, W] (the network's fill at full size; only its low pass at
+    `start_scale`, the scale the network filled at, is used). Returns [3, H, W] float with the
+    known pixels unchanged.
+
+    Levels from COARSEST x start_scale up to full size (see _level_sizes). On the coarsest, the
+    matches are found between the low-pass composite (network fill in the hole) and the low-pass
+    photo: the network decides where each part of the hole copies from; the estimate is then built
+    from sharp pixels. On every level, EM_STEPS rounds of search (patch features of the current
+    estimate + GUIDE_WEIGHT x the network's low-pass colour) and voting; a finer level starts from
+    the coarser matches, scaled up, and rebuilds its estimate from its own pixels."""
     generator = torch.Generator().manual_seed(int(seed))
     H, W = hole.shape
-    radius = PATCH_RADIUS
     composite = torch.where(hole[None], guide, image)
-    low_size = (max(4, round(H * start_scale)), max(4, round(W * start_scale)))
-    low_pass = _resize(_resize(composite, low_size), (H, W))                        # the network's scale
+    network_size = (max(4, round(H * start_scale)), max(4, round(W * start_scale)))
+    low_pass = _resize(_resize(composite, network_size), (H, W))                   # [3, H, W]
+    guide_scale = math.sqrt(GUIDE_WEIGHT * (2 * PATCH_RADIUS + 1) ** 2)
     sizes = _level_sizes(H, W, int(hole.sum()), start_scale * COARSEST)
-    iterations, em_steps = ITERATIONS, EM_STEPS
-    guide_scale = math.sqrt(GUIDE_WEIGHT * (2 * radius + 1) ** 2)
-    estimate = matches = None
+    level = None
     for size in sizes:
-        source, small_hole = _known_resize(image, hole, size)
-        sources = _erode(~small_hole, radius)
-        if not sources.any():
-            sources = ~small_hole
-        targets = _dilate(small_hole, radius) & ~sources
-        ty, tx = torch.nonzero(targets, as_tuple=True)
-        filters, bias = _pca_filters(source, sources, radius, FEATURE_DIMS, generator)
-        guide_small = _resize(low_pass, size)
-        if matches is None:              # coarsest level: the network's fill, random matches
-            estimate = torch.where(small_hole[None], _resize(composite, size), source)
-            sy_all, sx_all = torch.nonzero(sources, as_tuple=True)
-            pick = torch.randint(len(sy_all), ty.shape, generator=generator)
-            sy, sx = sy_all[pick], sx_all[pick]
-            rounds, jumps, search_radius = 2 * iterations + 2, (8, 4, 2, 1), max(size)
-            if STRUCTURE_FIRST:          # match the network's low-pass fill to the low-pass photo, then copy sharp pixels
-                structure = _resize(low_pass, size)
-                low_filters, low_bias = _pca_filters(structure, sources, radius, FEATURE_DIMS, generator)
-                search = _Search(_features(structure, low_filters, low_bias, radius), sources, targets)
-                sy, sx, _ = search.run(sy, sx, rounds, generator, jumps=jumps, search_radius=search_radius)
-                estimate = torch.where(small_hole[None], _vote(source, ty, tx, sy, sx, small_hole, radius), source)
-        else:                            # the coarser matches, scaled up; the estimate rebuilt from this level's pixels
-            sy, sx = _upscale_matches(matches, ty, tx, size)
-            estimate = torch.where(small_hole[None], _vote(source, ty, tx, sy, sx, small_hole, radius), source)
-            rounds, jumps, search_radius = iterations, (1,), 4
-        for _ in range(em_steps if size != sizes[-1] else 1):
-            features = torch.cat([_features(estimate, filters, bias, radius), guide_scale * guide_small])
-            search = _Search(features, sources, targets)
-            sy, sx, cost = search.run(sy, sx, rounds, generator, jumps=jumps, search_radius=search_radius)
-            weight = None
-            if VOTE_WEIGHTING > 0:
-                weight = torch.exp(-(cost / (VOTE_WEIGHTING * cost.median().clamp_min(1e-6))).clamp(max=20))
-            estimate = torch.where(small_hole[None], _vote(source, ty, tx, sy, sx, small_hole, radius, weight), source)
-            rounds = iterations
-        matches = torch.full((2, *size), -1, dtype=torch.long)
-        matches[0, ty, tx], matches[1, ty, tx] = sy, sx
+        coarser, level = level, _Level(image, hole, size, generator)
+        structure = _resize(low_pass, size)                                         # [3, h, w]
+        if coarser is None:              # random matches, improved on the low-pass pictures alone
+            sources_y, sources_x = torch.nonzero(level.sources, as_tuple=True)
+            pick = torch.randint(len(sources_y), level.ty.shape, generator=generator)
+            sy, sx = sources_y[pick], sources_x[pick]
+            low_basis = _pca_filters(structure, level.sources, PATCH_RADIUS, FEATURE_DIMS, generator)
+            wide = dict(jumps=(8, 4, 2, 1), search_radius=max(size))
+            sy, sx, _ = level.search(_features(structure, *low_basis, PATCH_RADIUS), sy, sx,
+                                     2 * ITERATIONS + 2, generator, **wide)
+        else:                            # the coarser matches, scaled up
+            sy, sx = _upscale_matches(coarser.matches, level.ty, level.tx, size)
+            wide = {}
+        estimate = level.copy(sy, sx)
+        for step in range(EM_STEPS if size != sizes[-1] else 1):
+            features = torch.cat([_features(estimate, *level.basis, PATCH_RADIUS), guide_scale * structure])
+            rounds = 2 * ITERATIONS + 2 if wide and step == 0 else ITERATIONS
+            sy, sx, cost = level.search(features, sy, sx, rounds, generator, **(wide if step == 0 else {}))
+            estimate = level.vote(sy, sx, cost)
+        level.matches = torch.full((2, *size), -1, dtype=torch.long)
+        level.matches[0, level.ty, level.tx], level.matches[1, level.ty, level.tx] = sy, sx
     if tuple(estimate.shape[1:]) != (H, W):
         estimate = F.interpolate(estimate[None], size=(H, W), mode="bilinear", align_corners=False)[0]
     return torch.where(hole[None], estimate, image)
