@@ -1,6 +1,8 @@
 """Resolve the compute device once, at the edge; library code then follows `x.device`."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from annorm_cli.errors import DeviceUnavailableError, BadInputError
@@ -44,3 +46,10 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise DeviceUnavailableError(
             "MPS was requested but Apple's Metal backend is not available here; use --device cpu or --device auto.")
     return torch.device(kind)
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast context for "bf16", a no-op for "fp32" (AN keeps its statistics in float32 either way)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

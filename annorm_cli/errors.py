@@ -19,7 +19,3 @@ class DeviceUnavailableError(AnnormError):
 
 class WeightsError(AnnormError):
     """A weights file is missing, not safetensors, or does not match its recorded sha256."""
-
-
-class OutputExistsError(AnnormError):
-    """Writing would overwrite a file the user already has."""

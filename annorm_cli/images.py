@@ -33,13 +33,10 @@ def make_grid(pixels: np.ndarray, cols: int, *, pad: int = 2, scale: int = 1, fi
     return sheet
 
 
-def save_png(pixels: np.ndarray, path: str | os.PathLike, *, text: Optional[Mapping[str, str]] = None,
-             overwrite: bool = True) -> Path:
-    """Write an [H, W, 3] uint8 array as PNG atomically (temp file + rename), with tEXt chunks."""
+def save_png(pixels: np.ndarray, path: str | os.PathLike, *, text: Optional[Mapping[str, str]] = None) -> Path:
+    """Write an [H, W, 3] uint8 array as PNG atomically (temp file + rename), with tEXt chunks.
+    Callers check for existing files (and --overwrite) before any work starts."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        from annorm_cli.errors import OutputExistsError
-        raise OutputExistsError(f"'{path}' already exists; pass --overwrite to replace it.")
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():
         info.add_text(key, str(value))

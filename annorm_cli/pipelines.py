@@ -92,7 +92,7 @@ def generate_images(generator: torch.nn.Module, class_indices: Sequence[int], se
     """One image per (class, seed) pair: [N, H, W, 3] uint8. Every image depends on its own seed
     only (eval mode: per-sample statistics), so `batch_size` changes speed, not pixels."""
     from annorm_cli.images import to_uint8
-    from annorm_cli.train.common import autocast
+    from annorm_cli.device import autocast
     if len(class_indices) != len(seeds):
         raise BadInputError("generate_images needs one class per seed.")
     if batch_size < 1:
@@ -271,6 +271,8 @@ def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *
     if mask.shape != image.shape[:2]:
         raise BadInputError(f"The mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
                             f"{image.shape[1]}x{image.shape[0]}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 63:
+        raise BadInputError(f"The seed must be an integer from 0 to 2**63 - 1, got {seed!r}.")
     mask = mask.astype(bool)
     if not mask.any():
         return image.copy()

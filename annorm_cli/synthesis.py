@@ -205,7 +205,8 @@ def _upscale_matches(matches: torch.Tensor, ty: torch.Tensor, tx: torch.Tensor,
     sy = my * size[0] // h + ty - fy * size[0] // h
     sx = mx * size[1] // w + tx - fx * size[1] // w
     found = my >= 0
-    return torch.where(found, sy, ty), torch.where(found, sx, tx)
+    return (torch.where(found, sy, ty).clamp(0, size[0] - 1),           # inside the image; the search
+            torch.where(found, sx, tx).clamp(0, size[1] - 1))           # replaces what is not a source
 
 
 class _Level:

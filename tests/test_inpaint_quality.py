@@ -178,3 +178,23 @@ def test_evaluation_masks_per_bucket():
     strokes = metrics.evaluation_masks(image, "20-30%", 3, 2)
     from annorm_cli.masks import random_mask
     assert np.array_equal(strokes[0], random_mask(120, 160, 1000 + 3, ratio=(0.2, 0.3)))   # the earlier protocol's mask
+
+
+@pytest.mark.parametrize("seed", [-1, 2 ** 63, 1.5, "3"])
+def test_a_bad_texture_seed_is_one_clear_error(seed):
+    from annorm_cli.errors import BadInputError
+    from annorm_cli.models.inpainting import InpaintGenerator
+    from annorm_cli.pipelines import inpaint_array
+    from helpers import TINY_INPAINT
+    image = _stripes(32, 32)
+    with pytest.raises(BadInputError, match="The seed must be an integer from 0 to 2\\*\\*63 - 1"):
+        inpaint_array(InpaintGenerator(TINY_INPAINT).eval(), image, object_mask(32, 32, 0), seed=seed)
+
+
+def test_training_can_draw_object_masks_for_a_share_of_the_batch():
+    from annorm_cli.masks import random_mask
+    from annorm_cli.train.inpainting import training_mask
+    assert all(np.array_equal(training_mask(64, 64, s, 0.0), random_mask(64, 64, s)) for s in range(5))
+    objects = [np.array_equal(training_mask(64, 64, s, 0.5), object_mask(64, 64, s)) for s in range(200)]
+    assert 0.4 < np.mean(objects) < 0.6
+    assert all(np.array_equal(training_mask(64, 64, s, 1.0), object_mask(64, 64, s)) for s in range(5))

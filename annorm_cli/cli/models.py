@@ -14,11 +14,15 @@ def _metric_text(name: str, value) -> str:
     if isinstance(value, dict) and "value" in value:
         number = value["value"]
         return f"{label} {number:.1%}" if "accuracy" in name else f"{label} {number:.2f}"
-    if isinstance(value, dict) and "buckets" in value:   # inpainting: PSNR in the hole per bucket
-        psnr = " / ".join(f"{b['annorm']['psnr']:.2f}" for b in value["buckets"].values())
-        buckets = " / ".join(name.replace("%", "") for name in value["buckets"]) + "%"
-        return f"hole PSNR {psnr} dB (holes {buckets})"
+    if isinstance(value, dict) and "buckets" in value:   # inpainting: PSNR (and KID) per bucket
+        return "; ".join(f"{bucket} {_bucket_text(scores.get('annorm', {}))}" for bucket, scores in value["buckets"].items())
     return f"{label} {value}"
+
+
+def _bucket_text(scores: dict) -> str:
+    """'PSNR 18.10 dB' or 'PSNR 18.10 dB, KID 24.1' (KID x 1000 of the hole crops) of one bucket."""
+    text = f"PSNR {scores['psnr']:.2f} dB" if "psnr" in scores else "-"
+    return text + (f", KID {scores['kid']:.1f}" if "kid" in scores else "")
 
 
 def _what(task: str, card: dict) -> str:

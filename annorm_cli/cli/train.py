@@ -196,6 +196,8 @@ def train_inpaint(
                                                          "--quarter-channels start as that model)."),
     inference_scale: bool = typer.Option(False, help="Train as inference sees photos: scaled to the network's "
                                                       "work_side, masks drawn on the whole photo, then cropped."),
+    object_masks: float = typer.Option(0.0, help="Share of the training masks that are one solid object of 10-25% "
+                                       "(a person, a car, a sign, a blob or a box) instead of strokes."),
     seed: int = typer.Option(0, help="Run seed."),
     precision: str = typer.Option("fp32", help="fp32 | bf16."),
     sample_every: int = typer.Option(500, help="Write a sample strip every N steps."),
@@ -230,6 +232,8 @@ def train_inpaint(
     if reconstruction not in trainer.RECONSTRUCTION_LOSSES:
         raise fail(f"Unknown reconstruction loss '{reconstruction}'; choose "
                    f"{', '.join(trainer.RECONSTRUCTION_LOSSES)}.")
+    if not 0 <= object_masks <= 1:
+        raise fail(f"--object-masks is a share from 0 to 1, got {object_masks}.")
     if threads:
         torch.set_num_threads(threads)
     saved = load_checkpoint(resume) if resume else None
@@ -237,6 +241,7 @@ def train_inpaint(
                                      lr_decay_start=lr_decay_start, adv_weight=adv_weight, adv_start=adv_start,
                                      reconstruction=reconstruction, seed=seed, precision=precision,
                                      init_from=str(init_from) if init_from else None, inference_scale=inference_scale,
+                                     object_masks=object_masks,
                                      sample_every=sample_every, checkpoint_minutes=checkpoint_minutes,
                                      keep_every=keep_every)
     config = InpaintConfig(channels=channels, attention=attention, skips=skips, quarter_channels=quarter_channels,

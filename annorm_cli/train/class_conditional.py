@@ -16,6 +16,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from annorm_cli.device import autocast
 from annorm_cli.images import make_grid, save_png, to_uint8
 from annorm_cli.models.class_conditional import ClassConditionalConfig, Discriminator, Generator, \
     standing_statistics
@@ -131,7 +132,7 @@ def train_step(state: RunState, data: LabelledImages, device: torch.device, worl
     for k in range(options.d_steps):
         real, real_labels = _real_batch(data, options, t * options.d_steps + k, rng, device, part)
         z, fake_labels = _noise(config, options.batch_size, rng, device, part)
-        with common.autocast(device, state.precision):
+        with autocast(device, state.precision):
             with torch.no_grad():
                 fake = common.unwrap(G)(z, fake_labels)
             images = torch.cat([_augment(real, options, rng, part), _augment(fake, options, rng, part)])
@@ -147,7 +148,7 @@ def train_step(state: RunState, data: LabelledImages, device: torch.device, worl
         state.opt_d.step()
     z, fake_labels = _noise(config, options.batch_size, rng, device, part)
     D_local = common.unwrap(D).requires_grad_(False)
-    with common.autocast(device, state.precision):
+    with autocast(device, state.precision):
         fake = G(z, fake_labels)
         logits, class_scores = D_local(_augment(fake, options, rng, part), fake_labels, class_scores=True)
         loss_g = -logits.mean()

@@ -21,7 +21,6 @@ from annorm_cli.errors import BadInputError
 from annorm_cli.files import atomic_open
 
 CHECKPOINT_NAME = "checkpoint.pt"
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -132,13 +131,6 @@ def channels_last_on_cpu(device: torch.device, *models: nn.Module) -> tuple[nn.M
 
 
 # ----------------------------------------------------------------------------- precision
-def autocast(device: torch.device, precision: str):
-    """Autocast context for "bf16", a no-op for "fp32" (AN keeps its statistics in float32 either way)."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def probe_precision(step: Callable[[str], None], *, repeats: int = 2) -> tuple[str, dict[str, float]]:
     """Time `step(precision)` for fp32 and bf16 (one warm-up, then `repeats`) and return the faster.
 

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from annorm_cli.device import autocast
 from annorm_cli.errors import BadInputError
 from annorm_cli.images import save_png, to_uint8
-from annorm_cli.masks import random_mask
+from annorm_cli.masks import object_mask, random_mask
 from annorm_cli.models.inpainting import InpaintConfig, InpaintGenerator, PatchDiscriminator, load_narrower
 from annorm_cli.nn.attentive_norm import orthogonality_penalty
 from annorm_cli.train import common
@@ -69,6 +70,7 @@ class InpaintOptions:
     seed: int = 0
     init_from: Optional[str] = None     # a shipped .safetensors inpainting model a new run starts from
     inference_scale: bool = False       # crops and masks as inference sees them (see inference_scale_crop)
+    object_masks: float = 0.0           # share of the masks that are one solid object (masks.object_mask), not strokes
     precision: str = "fp32"
     sample_every: int = 500
     checkpoint_minutes: float = 5.0
@@ -138,8 +140,16 @@ def crop_and_flip(planes: list[torch.Tensor], crop: int, rng: torch.Generator) -
     return [p.flip(2) for p in planes] if torch.rand((), generator=rng).item() < 0.5 else planes
 
 
+def training_mask(height: int, width: int, seed: int, object_share: float) -> np.ndarray:
+    """A stroke mask (random_mask), or with probability `object_share` (decided by the seed) one
+    solid object of 10-25% (object_mask), the holes users draw to remove something."""
+    if object_share > 0 and np.random.default_rng(seed).uniform() < object_share:
+        return object_mask(height, width, seed)
+    return random_mask(height, width, seed)
+
+
 def inference_scale_crop(photo: torch.Tensor, side: int, crop: int, rng: torch.Generator,
-                         mask_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+                         mask_seed: int, object_share: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """A crop as inference sees the photo: its long side scaled to `side` x U(0.75, 1) (the
     network's work_side), a hole mask drawn on the whole scaled photo (so holes have the size they
     have at inference), then the same crop of both, maybe flipped.
@@ -154,7 +164,7 @@ def inference_scale_crop(photo: torch.Tensor, side: int, crop: int, rng: torch.G
     h, w = image.shape[2:]
     if min(h, w) < crop:
         raise BadInputError(f"A training photo is smaller ({H}x{W}) than the crop size {crop}.")
-    mask = torch.from_numpy(random_mask(h, w, mask_seed))[None].float()             # [1, h, w]
+    mask = torch.from_numpy(training_mask(h, w, mask_seed, object_share))[None].float()   # [1, h, w]
     image, mask = crop_and_flip([image[0], mask], crop, rng)
     return image, mask
 
@@ -166,11 +176,11 @@ def make_batch(photos: list[torch.Tensor], options: InpaintOptions, step: int,
     picks = torch.randint(0, len(photos), (options.batch_size,), generator=rng)
     mask_seeds = [common.step_seed(options.seed, step, 10 + i) % 2 ** 32 for i in range(options.batch_size)]
     if options.inference_scale:
-        pairs = [inference_scale_crop(photos[int(p)], work_side, options.crop, rng, seed)
+        pairs = [inference_scale_crop(photos[int(p)], work_side, options.crop, rng, seed, options.object_masks)
                  for p, seed in zip(picks, mask_seeds)]
         return torch.stack([image for image, _ in pairs]), torch.stack([mask for _, mask in pairs])
     images = torch.stack([random_crop(photos[int(i)], options.crop, rng) for i in picks])
-    masks = np.stack([random_mask(options.crop, options.crop, seed) for seed in mask_seeds])
+    masks = np.stack([training_mask(options.crop, options.crop, seed, options.object_masks) for seed in mask_seeds])
     return images, torch.from_numpy(masks)[:, None].float()
 
 
@@ -202,11 +212,11 @@ def train_step(state: common.GanRun, photos: list[torch.Tensor], device: torch.d
     common.set_learning_rates(state, options.lr, options.lr_d, options.lr_decay_start)
     adversarial = options.adv_weight > 0 and t >= options.adv_start
     losses = {}
-    with common.autocast(device, state.precision):
+    with autocast(device, state.precision):
         coarse, refined = state.G(images, masks)
         completed = refined * masks + images * (1 - masks)
     if adversarial:
-        with common.autocast(device, state.precision):
+        with autocast(device, state.precision):
             logits = state.D(torch.cat([images, completed.detach()]), torch.cat([masks, masks]))
             real, fake = logits.float().chunk(2)
             loss_d = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
@@ -219,7 +229,7 @@ def train_step(state: common.GanRun, photos: list[torch.Tensor], device: torch.d
     loss = loss_rec + orthogonality_penalty(common.unwrap(state.G)) * options.ortho_weight
     if adversarial:
         D_local = common.unwrap(state.D).requires_grad_(False)
-        with common.autocast(device, state.precision):
+        with autocast(device, state.precision):
             loss_adv = -D_local(completed, masks).float().mean()
         loss = loss + options.adv_weight * loss_adv
         losses["loss_adv"] = loss_adv.item()
