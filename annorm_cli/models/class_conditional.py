@@ -112,14 +112,19 @@ class Discriminator(nn.Module):
         return (logits, h @ embeddings.T) if class_scores else logits
 
 
-def standing_statistics(generator: Generator, labels_and_noise) -> None:
+def standing_statistics(generator: Generator, labels_and_noise, seed: int = 0) -> None:
     """Recompute every batch-norm running statistic of `generator` as the plain average over
-    the given (z, labels) batches, in training mode; the generator is left in eval mode."""
+    the given (z, labels) batches, in training mode; the generator is left in eval mode.
+    Training mode makes AN sample its positions at random: from torch's generator seeded with
+    `seed` inside a fork (the caller's random state is untouched), so the statistics, and the
+    samples drawn with them, are the same on every run."""
     norms = [m for m in generator.modules() if isinstance(m, CrossReplicaBatchNorm2d)]
     for norm in norms:
         norm.start_standing_stats()
     generator.train()
-    with torch.no_grad():
+    device = next(generator.parameters()).device
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
         for z, labels in labels_and_noise:
             generator(z, labels)
     for norm in norms:
