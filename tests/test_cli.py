@@ -85,6 +85,18 @@ def test_from_png_reproduces_exactly(tiny_weights, tmp_path, capsys):
     assert Image.open(again).text["annorm:truncation"] == "0.8"
 
 
+def test_from_png_regenerates_at_the_precision_the_png_records(tiny_weights, tmp_path, capsys):
+    assert annorm(capsys, "generate", "--weights", tiny_weights, "-c", "dog", "--seed", "3", "--precision", "bf16",
+                  "--out", tmp_path / "a", "-q")[0] == 0
+    source = tmp_path / "a" / "dog-seed0003.png"
+    assert Image.open(source).text["annorm:precision"] == "bf16"
+    assert annorm(capsys, "generate", "--weights", tiny_weights, "--from-png", source, "--out", tmp_path / "b",
+                  "-q")[0] == 0
+    again = tmp_path / "b" / "dog-seed0003.png"
+    assert Image.open(again).text["annorm:precision"] == "bf16"
+    assert (np.asarray(Image.open(source)) == np.asarray(Image.open(again))).all()
+
+
 @pytest.mark.parametrize("args, message", [
     (["-c", "cta"], "Unknown class 'cta'.*Did you mean 'cat'"),
     (["-c", "7"], "out of range"),

@@ -116,14 +116,15 @@ def generate_command(
         raise fail("--scale and --grid-cols must be positive integers.")
     if truncation is not None and truncation <= 0:
         raise fail(f"--truncation must be positive, got {truncation}.")
-    if precision not in ("fp32", "bf16"):
-        raise fail(f"Unknown precision '{precision}'; choose fp32 or bf16.")
     if from_png is not None:
         params = _read_png_parameters(from_png)
         classes, seed, num = [params["class"]], params["seed"], 1
         truncation = float(params["truncation"]) if params.get("truncation", "none") != "none" else None
         scale = int(params.get("scale", scale))
         model = model or params.get("model")
+        precision = params.get("precision", "fp32")          # older PNGs carry none: they were fp32
+    if precision not in ("fp32", "bf16"):
+        raise fail(f"Unknown precision '{precision}'; choose fp32 or bf16.")
     seeds = parse_seeds(seed, num)
     if num is not None and len(seeds) != num:
         raise fail(f"--num {num} disagrees with --seed '{seed}', which gives {len(seeds)} seeds; drop one of them.")
@@ -161,7 +162,7 @@ def generate_command(
                                  batch_size=batch_size, device=resolved, precision=precision, progress=advance)
     name = model or ("file:" + str(weights) if weights else weight_files.DEFAULT_MODEL["class-conditional"])
     common = {"model": name, "sha256": card["sha256"], "truncation": "none" if truncation is None else repr(truncation),
-              "version": __version__, "scale": str(scale)}
+              "version": __version__, "scale": str(scale), "precision": precision}
     for (c, s), pixels, path in zip(pairs, images, files):
         text = {META_PREFIX + k: v for k, v in {**common, "class": names[c], "seed": str(s)}.items()}
         save_png(make_grid(pixels[None], 1, pad=0, scale=scale), path, text=text)
