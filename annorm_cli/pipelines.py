@@ -151,13 +151,9 @@ def hole_region(mask: np.ndarray, margin: float = 0.5, min_margin: int = 32) -> 
 
 
 def downscale_known(region: torch.Tensor, hole: torch.Tensor, size: list[int]) -> torch.Tensor:
-    """Antialiased downscale of region [1, 3, H, W] to `size` from its known pixels only (hole
-    [1, 1, H, W], 1 = hole): each small pixel averages the known pixels under its filter, so what
-    the hole holds now (the object being removed) cannot bleed into the context the network sees."""
-    resize = lambda t: F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)  # noqa: E731
-    known = 1 - hole
-    weight = resize(known)                                                      # [1, 1, h, w]
-    return resize(region * known) / weight.clamp_min(1e-6) * (weight > 1e-6)
+    """synthesis.downscale_known for region [1, 3, H, W] and hole [1, 1, H, W] (1 = hole)."""
+    from annorm_cli.synthesis import downscale_known as downscale
+    return downscale(region[0], hole[0, 0] > 0, tuple(size))[None]
 
 
 def pull_push(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -248,8 +244,8 @@ def texture_fill(image: np.ndarray, mask: np.ndarray, guide: np.ndarray, scale: 
     Works on the hole's box grown by TEXTURE_MARGIN; only hole pixels change."""
     from annorm_cli.synthesis import synthesize
     top, bottom, left, right = hole_region(mask, margin=TEXTURE_MARGIN, min_margin=48)
-    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a[top:bottom, left:right])).permute(2, 0, 1).float()  # noqa: E731
-    hole = torch.from_numpy(np.ascontiguousarray(mask[top:bottom, left:right]))
+    as_tensor = lambda a: torch.from_numpy(np.array(a[top:bottom, left:right])).permute(2, 0, 1).float()  # noqa: E731
+    hole = torch.from_numpy(np.array(mask[top:bottom, left:right]))
     filled = synthesize(as_tensor(image), hole, as_tensor(guide), scale, seed=seed)
     out = guide.copy()
     window, window_mask = out[top:bottom, left:right], mask[top:bottom, left:right]

@@ -35,14 +35,19 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
 
 
-def _known_resize(image: torch.Tensor, hole: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Downscale image [3, H, W] from its known pixels only; a small pixel is a hole pixel if any
-    full-size hole pixel lies under it. -> (image [3, h, w], hole [h, w] bool)."""
+def downscale_known(image: torch.Tensor, hole: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased downscale of image [C, H, W] to `size` from its known pixels only (hole [H, W]
+    bool): each small pixel averages the known pixels under its filter, so what the hole holds
+    now (the object being removed) cannot bleed into the context; 0 where none is known."""
     known = (~hole).float()[None]
     weight = _resize(known, size)
-    small = _resize(image * known, size) / weight.clamp_min(1e-6)
-    small_hole = _resize(hole.float()[None], size)[0] > 1e-3
-    return small, small_hole
+    return _resize(image * known, size) / weight.clamp_min(1e-6) * (weight > 1e-6)
+
+
+def _known_resize(image: torch.Tensor, hole: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(downscale_known of image [3, H, W], hole [h, w] bool: a small pixel is a hole pixel if any
+    full-size hole pixel lies under it)."""
+    return downscale_known(image, hole, size), _resize(hole.float()[None], size)[0] > 1e-3
 
 
 def _erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
@@ -215,7 +220,6 @@ class _Level:
     basis of its known patches."""
 
     def __init__(self, image: torch.Tensor, hole: torch.Tensor, size: tuple[int, int], generator: torch.Generator):
-        self.size = size
         self.source, self.hole = _known_resize(image, hole, size)
         self.sources = _erode(~self.hole, PATCH_RADIUS)
         if not self.sources.any():                      # a tiny photo: patches that reach the border will do

@@ -126,9 +126,8 @@ def evaluate_photos(fills: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarr
     results = {b: BucketResult() for b in buckets}
     for bucket in buckets:
         result = results[bucket]
-        for method in list(fills) + ["original"]:
-            result.scores.setdefault(method, {"psnr": [], "l1": [], "ssim": []})
-            result.features.setdefault(method, [])
+        result.scores = {method: {"psnr": [], "l1": [], "ssim": []} for method in fills}
+        result.features = {method: [] for method in [*fills, "original"]}
         for i, truth in enumerate(photos):
             for j, mask in enumerate(evaluation_masks(truth, bucket, i, masks_per_photo)):
                 outputs = {method: fill(truth, mask) for method, fill in fills.items()}
@@ -163,8 +162,6 @@ def summarise(result: BucketResult, paired_with: str = "annorm") -> dict[str, di
         folds = {m: p.kid_per_fold(np.stack(f), original, groups, n_folds)
                  for m, f in result.features.items() if m != "original"}
     for method, scores in result.scores.items():
-        if method == "original":
-            continue
         row = {k: float(np.mean(v)) for k, v in scores.items()}
         if method in folds:
             features = np.stack(result.features[method])
