@@ -33,40 +33,92 @@ def make_grid(pixels: np.ndarray, cols: int, *, pad: int = 2, scale: int = 1, fi
     return sheet
 
 
+def png_bytes(pixels: np.ndarray, *, text: Optional[Mapping[str, str]] = None) -> bytes:
+    """An [H, W, 3] uint8 array as the bytes of a PNG file with tEXt chunks."""
+    import io
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, str(value))
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def png_rgba(hole: np.ndarray) -> bytes:
+    """A hole mask [H, W] bool as PNG bytes: hole pixels opaque white, the rest transparent."""
+    rgba = np.zeros((*hole.shape, 4), np.uint8)
+    rgba[hole] = 255
+    import io
+    buffer = io.BytesIO()
+    Image.fromarray(rgba).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def save_png(pixels: np.ndarray, path: str | os.PathLike, *, text: Optional[Mapping[str, str]] = None) -> Path:
     """Write an [H, W, 3] uint8 array as PNG atomically (temp file + rename), with tEXt chunks.
     Callers check for existing files (and --overwrite) before any work starts."""
     path = Path(path)
-    info = PngImagePlugin.PngInfo()
-    for key, value in (text or {}).items():
-        info.add_text(key, str(value))
+    data = png_bytes(pixels, text=text)
     with atomic_open(path) as handle:
-        Image.fromarray(pixels).save(handle, format="PNG", pnginfo=info)
+        handle.write(data)
     return path
 
 
-def _open(path: Path, what: str) -> Image.Image:
+MAX_PIXELS = 50_000_000     # larger images are refused before decoding (decompression bombs)
+
+
+def _open(source: Path | bytes, what: str, name: str) -> Image.Image:
+    """A decoded image from a file path or the bytes of an upload, EXIF orientation applied.
+    Refuses a missing, empty or unreadable file and one of more than MAX_PIXELS pixels (checked
+    from the header, before decoding)."""
+    import io
+    import warnings
+
     from annorm_cli.errors import BadInputError
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"The {what} '{path}' does not exist.")
-    if path.stat().st_size == 0:
-        raise BadInputError(f"The {what} '{path}' is empty.")
-    try:
-        image = Image.open(path)
-        image.load()
-    except Exception:
-        raise BadInputError(f"The {what} '{path}' is not a readable image (truncated or another format).") from None
+    if isinstance(source, Path):
+        if not source.is_file():
+            raise BadInputError(f"The {what} '{name}' does not exist.")
+        if source.stat().st_size == 0:
+            raise BadInputError(f"The {what} '{name}' is empty.")
+    elif not source:
+        raise BadInputError(f"The {what} '{name}' is empty.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(source if isinstance(source, Path) else io.BytesIO(source))
+            width, height = image.size
+        except Image.DecompressionBombError:                  # far too large: Pillow refused to open it
+            raise BadInputError(f"The {what} '{name}' has more than {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} "
+                                f"million pixels, more than the {MAX_PIXELS // 1_000_000} million annorm reads; "
+                                "downscale it first.") from None
+        except Exception:
+            raise BadInputError(f"The {what} '{name}' is not a readable image (truncated or another format).") from None
+        if width * height > MAX_PIXELS:
+            raise BadInputError(f"The {what} '{name}' has {width * height / 1e6:.0f} million pixels, more than "
+                                f"the {MAX_PIXELS // 1_000_000} million annorm reads; downscale it first.")
+        try:
+            image.load()
+        except Exception:
+            raise BadInputError(f"The {what} '{name}' is not a readable image (truncated or another format).") from None
     from PIL import ImageOps
     return ImageOps.exif_transpose(image)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as [H, W, 3] uint8 RGB, EXIF orientation applied."""
-    return np.asarray(_open(Path(path), "image").convert("RGB")).copy()
+def _source(path_or_bytes: str | os.PathLike | bytes, name: Optional[str]) -> tuple[Path | bytes, str]:
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        return bytes(path_or_bytes), name or "upload"
+    return Path(path_or_bytes), name or str(path_or_bytes)
 
 
-def read_mask(path: str | os.PathLike, size: tuple[int, int], dilate: int = 0) -> np.ndarray:
+def read_image(path: str | os.PathLike | bytes, *, name: Optional[str] = None) -> np.ndarray:
+    """An image file (or its bytes) as [H, W, 3] uint8 RGB, EXIF orientation applied; `name`
+    is how messages call it (default: the path)."""
+    source, name = _source(path, name)
+    return np.asarray(_open(source, "image", name).convert("RGB")).copy()
+
+
+def read_mask(path: str | os.PathLike | bytes, size: tuple[int, int], dilate: int = 0, *,
+              name: Optional[str] = None) -> np.ndarray:
     """A hole mask [H, W] bool for an image of `size` (H, W). Hole = white pixels of an RGB mask,
     transparent pixels (alpha 0) of a mask with alpha, pixels >= 128 of a grey mask (or the 1s
     of a 0/1 mask), or any non-zero pixel of a 1-bit, 16-bit or float mask. A mask that differs
@@ -74,7 +126,8 @@ def read_mask(path: str | os.PathLike, size: tuple[int, int], dilate: int = 0) -
     grows the hole by that many pixels. A mask that marks no pixel is refused (a silent copy of
     the photo would look like a failed fill)."""
     from annorm_cli.errors import BadInputError
-    image = _open(Path(path), "mask")
+    source, name = _source(path, name)
+    image = _open(source, "mask", name)
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = np.asarray(image.convert("RGBA"))
         hole = rgba[..., 3] == 0 if (rgba[..., 3] == 0).any() else rgba[..., :3].min(-1) >= 128
@@ -88,7 +141,7 @@ def read_mask(path: str | os.PathLike, size: tuple[int, int], dilate: int = 0) -
     H, W = size
     if hole.shape != (H, W):
         if abs(hole.shape[1] / hole.shape[0] - W / H) > 0.01 * (W / H):
-            raise BadInputError(f"The mask '{path}' is {hole.shape[1]}x{hole.shape[0]}, another aspect ratio than "
+            raise BadInputError(f"The mask '{name}' is {hole.shape[1]}x{hole.shape[0]}, another aspect ratio than "
                                 f"the {W}x{H} image; make a mask of the image's shape.")
         hole = np.asarray(Image.fromarray(hole).resize((W, H), Image.NEAREST))
     if dilate > 0:
@@ -96,6 +149,6 @@ def read_mask(path: str | os.PathLike, size: tuple[int, int], dilate: int = 0) -
         grown = Image.fromarray(hole.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * dilate + 1))
         hole = np.asarray(grown) > 0
     if not hole.any():
-        raise BadInputError(f"The mask '{path}' marks no pixel as hole (white, transparent, or >= 128 "
+        raise BadInputError(f"The mask '{name}' marks no pixel as hole (white, transparent, or >= 128 "
                             f"in a grey mask); there is nothing to fill.")
     return hole.astype(bool)

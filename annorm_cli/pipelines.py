@@ -129,6 +129,25 @@ def generate(classes: Sequence[str | int] = ("all",), seeds: Sequence[int] = (0,
                      truncation, card)
 
 
+SAMPLE_PREFIX = "annorm:"         # the PNG text keys of a sample: `annorm generate --from-png` reads them back
+
+
+def sample_text(model_name: str, sha256: str, class_name: str, seed: int, truncation: Optional[float], *,
+                scale: int = 1, precision: str = "fp32") -> dict[str, str]:
+    """The PNG text chunks of one generated sample: what `--from-png` needs to make it again."""
+    from annorm_cli import __version__
+    values = {"model": model_name, "sha256": sha256, "truncation": "none" if truncation is None else repr(truncation),
+              "version": __version__, "scale": str(scale), "precision": precision, "class": class_name,
+              "seed": str(seed)}
+    return {SAMPLE_PREFIX + k: v for k, v in values.items()}
+
+
+def inpaint_text(model_name: str, sha256: str) -> dict[str, str]:
+    """The PNG text chunks of an inpainted photo: which weights filled it."""
+    from annorm_cli import __version__
+    return {"annorm:model": model_name, "annorm:sha256": sha256, "annorm:version": __version__}
+
+
 # ----------------------------------------------------------------------------- inpainting
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
     H, W = x.shape[2:]

@@ -26,6 +26,7 @@ COARSEST = 0.5                   # the coarsest level, relative to the network's
 VOTE_WEIGHTING = 0.1             # votes weighted by exp(-cost / (VOTE_WEIGHTING * median cost)); 0: uniform
 EM_STEPS = 2                     # search + vote per level (the finest: 1)
 ITERATIONS = 2                   # PatchMatch rounds per search (the coarsest level: 2 x + 2)
+SPLIT_VOTE = True                # detail from the best vote only (else: the weighted mean of all votes)
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -182,6 +183,16 @@ def _vote(source: torch.Tensor, ty: torch.Tensor, tx: torch.Tensor, sy: torch.Te
             best_weight = torch.where(better, ranked, best_weight)
             best_detail = torch.where(better, values[C:], best_detail)
     out = source.clone()
+    if not SPLIT_VOTE:
+        total, count = torch.zeros(C, len(py)), torch.zeros(len(py))
+        for oy in range(-radius, radius + 1):
+            for ox in range(-radius, radius + 1):
+                voter = here - (oy * Wp + ox)
+                matched = match[voter]
+                w = weights[voter] * (matched >= 0)
+                total += source.reshape(C, -1)[:, (matched + oy * W + ox).clamp(0, H * W - 1)] * w
+                count += w
+        best_detail = 0
     out[:, py, px] = total / count.clamp_min(1e-12) + best_detail
     return out
 

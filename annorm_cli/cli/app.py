@@ -16,6 +16,7 @@ from annorm_cli.cli.generate import generate_command
 from annorm_cli.cli.inpaint import inpaint_command
 from annorm_cli.cli.visualize import visualize_command
 from annorm_cli.cli.models import models_command
+from annorm_cli.cli.serve import serve_command
 
 app = typer.Typer(name="annorm", no_args_is_help=True, add_completion=True,
                   help="Conditional image generation with Attentive Normalization (CVPR 2020).")
@@ -26,6 +27,7 @@ app.command("generate")(generate_command)
 app.command("models")(models_command)
 app.command("inpaint")(inpaint_command)
 app.command("visualize-layout")(visualize_command)
+app.command("serve")(serve_command)
 
 
 def _version(value: bool) -> None:

@@ -11,11 +11,12 @@ from annorm_cli import __version__
 from annorm_cli.cli.common import parse_seeds, progress
 from annorm_cli.cli.errors import fail
 
-META_PREFIX = "annorm:"
 
 
 def _read_png_parameters(path: Path) -> dict:
     from PIL import Image
+
+    from annorm_cli.pipelines import SAMPLE_PREFIX as META_PREFIX
     try:
         with Image.open(path) as image:
             text = dict(getattr(image, "text", {}) or {})
@@ -53,6 +54,7 @@ def _write_interpolation(generator, card, names, classes, seeds, frames, truncat
                          device, quiet) -> None:
     """Two seeds (one class) or two classes (one seed) -> a strip PNG (and a GIF)."""
     from annorm_cli.images import make_grid, save_png
+    from annorm_cli.pipelines import SAMPLE_PREFIX as META_PREFIX
     from annorm_cli.pipelines import class_index, interpolate
     if frames < 2:
         raise fail(f"--interpolate needs at least 2 frames, got {frames}.")
@@ -132,7 +134,8 @@ def generate_command(
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
     from annorm_cli.images import make_grid, save_png
-    from annorm_cli.pipelines import class_index, generate_images
+    from annorm_cli.pipelines import SAMPLE_PREFIX as META_PREFIX
+    from annorm_cli.pipelines import class_index, generate_images, sample_text
 
     resolved = resolve_device(device)
     generator, card = weight_files.load(model, weights)
@@ -161,10 +164,8 @@ def generate_command(
         images = generate_images(generator, [c for c, _ in pairs], [s for _, s in pairs], truncation=truncation,
                                  batch_size=batch_size, device=resolved, precision=precision, progress=advance)
     name = model or ("file:" + str(weights) if weights else weight_files.DEFAULT_MODEL["class-conditional"])
-    common = {"model": name, "sha256": card["sha256"], "truncation": "none" if truncation is None else repr(truncation),
-              "version": __version__, "scale": str(scale), "precision": precision}
     for (c, s), pixels, path in zip(pairs, images, files):
-        text = {META_PREFIX + k: v for k, v in {**common, "class": names[c], "seed": str(s)}.items()}
+        text = sample_text(name, card["sha256"], names[c], s, truncation, scale=scale, precision=precision)
         save_png(make_grid(pixels[None], 1, pad=0, scale=scale), path, text=text)
     if grid and len(files) > 1:
         cols = grid_cols or len(seeds)

@@ -6,7 +6,6 @@ from typing import Optional
 
 import typer
 
-from annorm_cli import __version__
 from annorm_cli.cli.common import check_max_side, progress
 from annorm_cli.cli.errors import fail
 
@@ -70,7 +69,7 @@ def inpaint_command(
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
     from annorm_cli.images import make_grid, read_image, read_mask, save_png
-    from annorm_cli.pipelines import inpaint_array
+    from annorm_cli.pipelines import inpaint_array, inpaint_text
 
     resolved = resolve_device(device)
     network, card = weight_files.load(model, weights, task="inpaint")
@@ -86,9 +85,7 @@ def inpaint_command(
     with progress("inpainting", len(loaded), quiet=quiet or len(loaded) == 1) as advance:
         for photo, hole, target in loaded:
             filled = inpaint_array(network, photo, hole, device=resolved, max_side=max_side, texture=texture, seed=seed)
-            text = {"annorm:model": model or "scenes-inpaint-an", "annorm:sha256": card["sha256"],
-                    "annorm:version": __version__}
-            save_png(filled, target, text=text)
+            save_png(filled, target, text=inpaint_text(model or "scenes-inpaint-an", card["sha256"]))
             if compare:
                 shown = np.where(hole[..., None], np.uint8(255), photo)
                 save_png(make_grid(np.stack([shown, filled]), 2), target.with_name(target.stem + "-compare.png"))
