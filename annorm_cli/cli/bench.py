@@ -165,3 +165,62 @@ def bench_inpaint(
             else:
                 table.add_row(row["size"], kind, f"{row['seconds']:.3f}", _size(row["peak_bytes"]))
     Console().print(table)
+
+
+@app.command("serve")
+def bench_serve(
+    image: Optional[str] = typer.Option(None, help="The photo (default: a 512x512 test pattern)."),
+    runs: int = typer.Option(3, help="Fills measured (the median is reported)."),
+) -> None:
+    """Time `annorm serve` in headless Chromium against the same fill in-process.
+
+    Page load: navigation start to the load event. Fill through the page: the click on Fill
+    to the result drawn (upload, server, download, decode). In-process: inpaint_array on the
+    same photo and mask, as `annorm inpaint` runs it after loading. Needs the serve extra,
+    Selenium and Debian's chromium + chromium-driver.
+    """
+    import statistics
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+    from rich.console import Console
+    from rich.table import Table
+
+    from annorm_cli import weights as weight_files
+    from annorm_cli.images import read_image
+    from annorm_cli.pipelines import inpaint_array
+    from annorm_cli.server import browser
+    from annorm_cli.server.app import create_app
+    if runs < 1:
+        raise fail(f"--runs must be positive, got {runs}.")
+    missing = browser.browser_missing()
+    if missing:
+        raise fail(missing)
+    photo = read_image(image) if image else np.tile(np.linspace(0, 255, 512, dtype=np.uint8)[:, None, None], (1, 512, 3))
+    network, _ = weight_files.load(None, None, task="inpaint")
+    with tempfile.TemporaryDirectory(prefix="annorm-bench-") as folder:
+        path = Path(folder) / "photo.png"
+        Image.fromarray(photo).save(path)
+        with browser.running_server(create_app("cpu")) as address, browser.chromium() as driver:
+            loads = [browser.open_page(driver, address) for _ in range(runs)]
+            canvas = browser.open_photo(driver, path)
+            page_fills, process_fills = [], []
+            for _ in range(runs + 1):                       # the first fill loads the model: not counted
+                browser.paint_stroke(driver, canvas)
+                hole = browser.page_blob(driver, "annormPage.exportMask()")[..., 0] > 127
+                current = browser.page_blob(driver, "annormPage.inpaint.photo")[..., :3]
+                page_fills.append(browser.fill(driver))
+                started = time.perf_counter()
+                inpaint_array(network, current, hole)
+                process_fills.append(time.perf_counter() - started)
+    page, process = statistics.median(page_fills[1:]), statistics.median(process_fills[1:])
+    table = Table(title=f"annorm serve, {photo.shape[1]}x{photo.shape[0]} photo, a painted stroke "
+                        f"({hole.mean():.0%} of it), median of {runs}")
+    for column in ("page load", "fill through the page", "fill in-process", "page - in-process"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{statistics.median(loads) * 1000:.0f} ms", f"{page:.3f} s", f"{process:.3f} s",
+                  f"{page - process:+.3f} s")
+    Console().print(table)

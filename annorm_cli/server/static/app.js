@@ -233,6 +233,7 @@ $("fill").onclick = async () => {
   form.append("model", $("inpaint-model").value);
   form.append("seed", $("inpaint-seed").value || "0");
   $("fill").disabled = true;
+  const started = performance.now();
   try {
     const response = await api("/api/inpaint", { method: "POST", body: form }, "filling");
     const result = await response.blob();
@@ -240,6 +241,7 @@ $("fill").onclick = async () => {
     inpaint.photo = result; inpaint.bitmap = await createImageBitmap(result);
     inpaint.ops = []; inpaint.undone = []; inpaint.fills += 1;
     drawPhoto(inpaint.bitmap); redrawMask();
+    inpaint.lastFillSeconds = (performance.now() - started) / 1000;     // click to the result on screen
     const link = $("download");
     if (link.href) URL.revokeObjectURL(link.href);
     link.href = URL.createObjectURL(result); link.download = `${inpaint.name}-filled.png`; link.hidden = false;
