@@ -19,3 +19,12 @@ class DeviceUnavailableError(AnnormError):
 
 class WeightsError(AnnormError):
     """A weights file is missing, not safetensors, or does not match its recorded sha256."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: raised where work can stop cleanly (temporary files removed,
+    a training run's checkpoint written); the CLI exits 128 + the signal's number."""
+
+    def __init__(self, signum: int = 2) -> None:
+        super().__init__(signum)
+        self.signum = signum

@@ -85,7 +85,7 @@ def _open(source: Path | bytes, what: str, name: str) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(source if isinstance(source, Path) else io.BytesIO(source))
+            image = Image.open(io.BytesIO(source.read_bytes() if isinstance(source, Path) else source))
             width, height = image.size
         except Image.DecompressionBombError:                  # far too large: Pillow refused to open it
             raise BadInputError(f"The {what} '{name}' has more than {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} "
@@ -110,11 +110,29 @@ def _source(path_or_bytes: str | os.PathLike | bytes, name: Optional[str]) -> tu
     return Path(path_or_bytes), name or str(path_or_bytes)
 
 
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """Any PIL image as [H, W, 3] uint8 RGB with its values scaled, not clipped: 16-bit grey
+    (I;16, or I with values up to 65535) / 257, float grey in [0, 1] x 255 (other floats
+    clipped to 0-255); CMYK, palette, grey and alpha modes through PIL's conversion."""
+    if image.mode.startswith("I") or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        top = float(values.max()) if values.size else 0.0
+        if image.mode == "F":
+            scaled = values * 255 if values.min() >= 0 and top <= 1 else values
+        elif image.mode.startswith("I;16") or top > 255:
+            scaled = values / 257 if top <= 65535 else values / top * 255
+        else:
+            scaled = values
+        grey = np.clip(np.nan_to_num(scaled), 0, 255).round().astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB")).copy()
+
+
 def read_image(path: str | os.PathLike | bytes, *, name: Optional[str] = None) -> np.ndarray:
-    """An image file (or its bytes) as [H, W, 3] uint8 RGB, EXIF orientation applied; `name`
-    is how messages call it (default: the path)."""
+    """An image file (or its bytes) as [H, W, 3] uint8 RGB (see to_rgb), EXIF orientation
+    applied; `name` is how messages call it (default: the path)."""
     source, name = _source(path, name)
-    return np.asarray(_open(source, "image", name).convert("RGB")).copy()
+    return to_rgb(_open(source, "image", name))
 
 
 def read_mask(path: str | os.PathLike | bytes, size: tuple[int, int], dilate: int = 0, *,
@@ -144,10 +162,14 @@ def read_mask(path: str | os.PathLike | bytes, size: tuple[int, int], dilate: in
             raise BadInputError(f"The mask '{name}' is {hole.shape[1]}x{hole.shape[0]}, another aspect ratio than "
                                 f"the {W}x{H} image; make a mask of the image's shape.")
         hole = np.asarray(Image.fromarray(hole).resize((W, H), Image.NEAREST))
-    if dilate > 0:
-        from PIL import ImageFilter
-        grown = Image.fromarray(hole.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * dilate + 1))
-        hole = np.asarray(grown) > 0
+    if dilate >= max(H, W):
+        raise BadInputError(f"--dilate {dilate} would grow the hole over the whole {W}x{H} image; use a smaller value.")
+    if dilate > 0:                       # a square max filter, separable: fast for any radius
+        import torch.nn.functional as F
+        grown = torch.from_numpy(hole.astype(np.float32))[None, None]
+        grown = F.max_pool2d(grown, (2 * dilate + 1, 1), stride=1, padding=(dilate, 0))
+        grown = F.max_pool2d(grown, (1, 2 * dilate + 1), stride=1, padding=(0, dilate))
+        hole = grown[0, 0].numpy() > 0
     if not hole.any():
         raise BadInputError(f"The mask '{name}' marks no pixel as hole (white, transparent, or >= 128 "
                             f"in a grey mask); there is nothing to fill.")

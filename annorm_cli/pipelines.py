@@ -111,6 +111,44 @@ def generate_images(generator: torch.nn.Module, class_indices: Sequence[int], se
     return np.concatenate(chunks) if chunks else np.zeros((0, 32, 32, 3), np.uint8)
 
 
+MAX_SEED = 2 ** 63 - 1
+
+
+def check_seed(seed, what: str = "The seed") -> int:
+    """A seed as the API takes it: an integer from 0 to 2**63 - 1 (bool and float refused)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise BadInputError(f"{what} must be an integer from 0 to 2**63 - 1, got {seed!r}.")
+    return int(seed)
+
+
+def _as_seeds(seeds) -> list[int]:
+    """One seed or an iterable of them -> list[int], checked."""
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        return [check_seed(seeds)]
+    if seeds is None or isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise BadInputError(f"seeds must be an integer or a list of integers from 0 to 2**63 - 1, got {seeds!r}.")
+    checked = [check_seed(s, "Each seed") for s in seeds]
+    if not checked:
+        raise BadInputError("seeds is empty; give at least one seed.")
+    return checked
+
+
+def check_truncation(truncation) -> Optional[float]:
+    """None, or a positive finite number."""
+    if truncation is None:
+        return None
+    if isinstance(truncation, bool) or not isinstance(truncation, (int, float, np.floating, np.integer)) \
+            or not 0 < float(truncation) < float("inf"):
+        raise BadInputError(f"The truncation must be a positive finite number or None, got {truncation!r}.")
+    return float(truncation)
+
+
+def check_precision(precision) -> str:
+    if precision not in ("fp32", "bf16"):
+        raise BadInputError(f"Unknown precision {precision!r}; choose 'fp32' or 'bf16'.")
+    return precision
+
+
 def generate(classes: Sequence[str | int] = ("all",), seeds: Sequence[int] = (0,), *, model: Optional[str] = None,
              weights: Optional[str] = None, truncation: Optional[float] = None, batch_size: int = 64,
              device: str = "auto", precision: str = "fp32") -> Generated:
@@ -118,8 +156,11 @@ def generate(classes: Sequence[str | int] = ("all",), seeds: Sequence[int] = (0,
     crossed with every seed. Returns a Generated with uint8 images [N, 32, 32, 3]."""
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
+    seeds, truncation, precision = _as_seeds(seeds), check_truncation(truncation), check_precision(precision)
     generator, card = weight_files.load(model, weights)
     names = list(generator.config.class_names) or [str(i) for i in range(generator.config.n_classes)]
+    if isinstance(classes, (str, int, np.integer)):
+        classes = [classes]                            # "cat" is one class, not three letters
     wanted = list(range(len(names))) if [str(c) for c in classes] == ["all"] else \
         [class_index(c, names) for c in classes]
     pairs = [(c, s) for c in wanted for s in seeds]
@@ -286,8 +327,7 @@ def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *
     if mask.shape != image.shape[:2]:
         raise BadInputError(f"The mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
                             f"{image.shape[1]}x{image.shape[0]}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 63:
-        raise BadInputError(f"The seed must be an integer from 0 to 2**63 - 1, got {seed!r}.")
+    check_seed(seed)
     mask = mask.astype(bool)
     if not mask.any():
         return image.copy()
@@ -300,14 +340,61 @@ def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *
     return filled
 
 
-def inpaint(image: np.ndarray, mask: np.ndarray, *, model: Optional[str] = None, weights: Optional[str] = None,
+def as_photo(image) -> np.ndarray:
+    """What a Python user passes as a photo -> [H, W, 3] uint8: an array ([H, W, 3] or grey
+    [H, W], uint8), a PIL image (any mode, see images.to_rgb) or a path."""
+    import os
+
+    from PIL import Image
+
+    from annorm_cli.images import read_image, to_rgb
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and (
+            image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
+        return image.copy() if image.ndim == 3 and image.shape[2] == 3 else \
+            np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=2)
+    raise BadInputError("The image must be a uint8 array [H, W, 3] or [H, W], a PIL image or a path, "
+                        f"got {type(image).__name__}" + (f" {image.dtype} {image.shape}" if isinstance(image, np.ndarray) else "") + ".")
+
+
+def as_hole(mask, size: tuple[int, int]) -> np.ndarray:
+    """What a Python user passes as a mask -> [H, W] bool (True = hole): a 2-D array (bool, or
+    numbers where non-zero is hole), a PIL image or a path (read as the CLI reads mask files)."""
+    import io
+    import os
+
+    from PIL import Image
+
+    from annorm_cli.images import read_mask
+    if isinstance(mask, Image.Image):
+        buffer = io.BytesIO()
+        mask.save(buffer, format="PNG" if mask.mode not in ("I;16", "F", "I") else "TIFF")
+        return read_mask(buffer.getvalue(), size, name="mask image")
+    if isinstance(mask, (str, os.PathLike)):
+        return read_mask(mask, size)
+    if isinstance(mask, np.ndarray) and mask.ndim == 2 and (mask.dtype == bool or np.issubdtype(mask.dtype, np.number)):
+        if mask.shape != tuple(size):
+            raise BadInputError(f"The mask is {mask.shape[1]}x{mask.shape[0]} but the image is {size[1]}x{size[0]}.")
+        return np.nan_to_num(mask) != 0
+    raise BadInputError("The mask must be a 2-D array (True or non-zero = hole), a PIL image or a path, "
+                        f"got {type(mask).__name__}.")
+
+
+def inpaint(image, mask, *, model: Optional[str] = None, weights: Optional[str] = None,
             device: str = "auto", max_side: Optional[int] = None, texture: bool = True, seed: int = 0) -> np.ndarray:
-    """Fill `mask` (True = hole) in `image` ([H, W, 3] uint8) with a shipped inpainting model.
+    """Fill `mask` (True = hole) in `image` with a shipped inpainting model. The image: a uint8
+    array [H, W, 3] or [H, W], a PIL image or a path; the mask: a 2-D array, a PIL image or a
+    path. Returns [H, W, 3] uint8.
 
     >>> filled = annorm_cli.inpaint(photo, hole)     # pixels outside the hole unchanged
     """
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
+    image = as_photo(image)
+    mask = as_hole(mask, image.shape[:2])
     network, _ = weight_files.load(model, weights, task="inpaint")
     return inpaint_array(network, image, mask, device=resolve_device(device), max_side=max_side, texture=texture,
                          seed=seed)
@@ -356,10 +443,13 @@ def layouts(*, class_name: Optional[str] = None, seed: int = 0, image: Optional[
     """
     from annorm_cli import weights as weight_files
     if image is not None:
+        if mask is None:
+            raise BadInputError("A photo's layouts need its mask too: layouts(image=..., mask=...).")
+        photo = as_photo(image)
         network, _ = weight_files.load(model, weights, task="inpaint")
-        return inpainting_layouts(network, image, mask)
+        return inpainting_layouts(network, photo, as_hole(mask, photo.shape[:2]))
     generator, _ = weight_files.load(model, weights)
-    return generator_layouts(generator, class_index(class_name or 0, generator.config.class_names), seed)
+    return generator_layouts(generator, class_index(class_name or 0, generator.config.class_names), check_seed(seed))
 
 
 # ----------------------------------------------------------------------------- interpolation

@@ -106,7 +106,14 @@ def test_from_png_regenerates_at_the_precision_the_png_records(tiny_weights, tmp
     (["--seed", "9-2"], "runs backwards"),
     (["--seed", "a-b"], "Malformed --seed"),
     (["--seed", "1,x"], "Malformed --seed"),
-    (["--truncation", "-1"], "--truncation must be positive"),
+    (["--truncation", "-1"], "--truncation must be a positive"),
+    (["--truncation", "nan"], "--truncation must be a positive finite"),
+    (["--truncation", "inf"], "--truncation must be a positive finite"),
+    (["--seed", str(2 ** 64)], "below 2\\*\\*63"),
+    (["--seed", "0-100000000000000000000"], "at most 100,000"),
+    (["--num", str(10 ** 20)], "at most 100,000"),
+    (["--scale", "0"], "--scale must be from 1 to 64"),
+    (["--scale", "100000"], "--scale must be from 1 to 64"),
     (["--num", "3", "--seed", "0-9"], "disagrees"),
 ])
 def test_bad_generate_input_is_one_sentence_exit_2_and_no_file(tiny_weights, tmp_path, capsys, args, message):

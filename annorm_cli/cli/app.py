@@ -42,5 +42,14 @@ def root(version: Optional[bool] = typer.Option(None, "--version", callback=_ver
     """annorm: generate, inpaint and inspect images with Attentive Normalization."""
 
 
+def _terminate(signum, frame) -> None:
+    from annorm_cli.cli import errors
+    from annorm_cli.errors import Interrupted
+    errors.received_signal = signum
+    raise Interrupted(signum)
+
+
 def main() -> None:
+    import signal
+    signal.signal(signal.SIGTERM, _terminate)      # like Ctrl-C: temporary files are removed on the way out
     sys.exit(run_guarded(app))

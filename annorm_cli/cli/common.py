@@ -59,9 +59,21 @@ def check_outputs(task: str, model: Optional[str], weights, overwrite: bool, **o
             raise fail(f"{flag} '{path}': the folder '{path.parent}' does not exist.")
 
 
+def check_finite(**values: Optional[float]) -> None:
+    """Refuse nan and infinity in float options (None passes); keyword names are the options without '--'."""
+    import math
+    for name, value in values.items():
+        if value is not None and not math.isfinite(value):
+            raise fail(f"--{name.replace('_', '-')} must be a finite number, got {value}.")
+
+
 def check_max_side(max_side: Optional[int]) -> None:
     if max_side is not None and max_side < 16:
         raise fail(f"--max-side must be at least 16, got {max_side}.")
+
+
+MAX_SEED = 2 ** 63                 # seeds are 64-bit signed integers, as torch's generators take them
+MAX_SEEDS = 100_000                # per command
 
 
 def parse_seeds(text: str, num: int | None) -> list[int]:
@@ -75,14 +87,20 @@ def parse_seeds(text: str, num: int | None) -> list[int]:
             first, last = int(first), int(last)
             if last < first:
                 raise fail(f"The seed range '{text}' runs backwards; write it low-high, like 0-29.")
-            seeds = list(range(first, last + 1))
+            seeds = range(first, last + 1)
         else:
             start = int(text)
-            seeds = list(range(start, start + (num or 1)))
+            seeds = range(start, start + (num or 1))
     except (TypeError, ValueError):
         raise fail(f"Malformed --seed '{text}'; use one integer, a range like 0-29, or a list like 1,5,9.")
+    count = seeds.stop - seeds.start if isinstance(seeds, range) else len(seeds)
+    if count > MAX_SEEDS:
+        raise fail(f"--seed '{text}' gives {count:,} seeds; ask for at most {MAX_SEEDS:,} per command.")
+    seeds = list(seeds)
     if any(s < 0 for s in seeds):
         raise fail("Seeds must be non-negative integers.")
+    if any(s >= MAX_SEED for s in seeds):
+        raise fail(f"Seeds must be below 2**63 (64-bit signed integers); '{text}' gives larger ones.")
     if not seeds:
         raise fail("--seed gave no seeds.")
     return seeds

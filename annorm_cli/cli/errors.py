@@ -13,6 +13,16 @@ def fail(message: str) -> "typer.Exit":
     return typer.Exit(code=2)
 
 
+INTERRUPTED = 130                  # what typer returns when Ctrl-C (or our SIGTERM handler) stopped a command
+received_signal = 0                # set by the CLI's SIGTERM handler
+
+
+def _interrupted(signum: int) -> int:
+    typer.echo("annorm: interrupted" + (" (SIGTERM)" if signum == 15 else "") + "; no file was left half-written.",
+               err=True)
+    return 128 + signum
+
+
 def run_guarded(app: typer.Typer, args: list[str] | None = None) -> int:
     """Run the app and map what escapes to an exit code; AnnormError becomes one stderr line."""
     try:
@@ -22,13 +32,18 @@ def run_guarded(app: typer.Typer, args: list[str] | None = None) -> int:
         return 2
     except typer.Exit as exc:
         return exc.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("annorm: interrupted.", err=True)
-        return 130
+    except (typer.Abort, KeyboardInterrupt) as exc:
+        return _interrupted(getattr(exc, "signum", None) or received_signal or 2)
+    except OSError as exc:                      # a read-only or full disk, a folder that vanished mid-run
+        where = f" '{exc.filename}'" if exc.filename else ""
+        typer.echo(f"annorm: error: cannot read or write{where} ({exc.strerror or exc}).", err=True)
+        return 2
     except Exception as exc:
         # click's usage errors (typer vendors click from 0.2x on, so match by shape, not class)
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             return exc.exit_code
         raise
+    if result == INTERRUPTED:
+        return _interrupted(received_signal or 2)
     return result if isinstance(result, int) else 0

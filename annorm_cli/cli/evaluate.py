@@ -58,7 +58,7 @@ def fid(
     network = fid_lib.load_inception(dev)
     started = time.time()
     if real is not None:
-        from annorm_cli.train.data import load_labelled_images
+        from annorm_cli.datasets import load_labelled_images
         data = load_labelled_images(real, real_split)
         picks = torch.cat([torch.nonzero(data.labels == c).flatten()[:per_class] for c in range(len(data.class_names))])
         images, labels = data.images[picks], data.labels[picks]
@@ -172,7 +172,7 @@ def accuracy(
     if real:
         if not test_data.exists():
             raise fail(f"Test data '{test_data}' not found; pass --test-data or --no-real.")
-        from annorm_cli.train.data import load_labelled_images
+        from annorm_cli.datasets import load_labelled_images
         test = load_labelled_images(test_data, "test")
         reference = per_class_report(confusion_matrix(predict(scorer, test.images), test.labels, n), names)
         for row, value in zip(reference, spread(test.images, test.labels, n)):
@@ -239,7 +239,7 @@ def inpaint(
     from annorm_cli.evaluate import inpainting as metrics
     from annorm_cli.nn.blocks import switch_off_attention
     from annorm_cli.pipelines import inpaint_array
-    from annorm_cli.train.inpainting import holdout_list, load_photos
+    from annorm_cli.datasets import holdout_list, load_photos
 
     check_max_side(max_side)
     check_outputs("inpaint", model, weights, overwrite, json=json_out, compare_out=compare_out)

@@ -28,6 +28,18 @@ def _read_png_parameters(path: Path) -> dict:
     return params
 
 
+MAX_SCALE = 64                    # 32 px x 64 = 2048 px per sample
+
+
+def _check_sample_options(scale: int, grid_cols: Optional[int], truncation: Optional[float]) -> None:
+    if not 1 <= scale <= MAX_SCALE:
+        raise fail(f"--scale must be from 1 to {MAX_SCALE}, got {scale}.")
+    if grid_cols is not None and grid_cols < 1:
+        raise fail(f"--grid-cols must be a positive integer, got {grid_cols}.")
+    if truncation is not None and not 0 < truncation < float("inf"):
+        raise fail(f"--truncation must be a positive finite number, got {truncation}.")
+
+
 def _prepare_out_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -114,17 +126,18 @@ def generate_command(
         raise fail(f"--num must be a positive integer, got {num}.")
     if batch_size < 1:
         raise fail(f"--batch-size must be a positive integer, got {batch_size}.")
-    if scale < 1 or (grid_cols is not None and grid_cols < 1):
-        raise fail("--scale and --grid-cols must be positive integers.")
-    if truncation is not None and truncation <= 0:
-        raise fail(f"--truncation must be positive, got {truncation}.")
     if from_png is not None:
         params = _read_png_parameters(from_png)
         classes, seed, num = [params["class"]], params["seed"], 1
-        truncation = float(params["truncation"]) if params.get("truncation", "none") != "none" else None
-        scale = int(params.get("scale", scale))
         model = model or params.get("model")
         precision = params.get("precision", "fp32")          # older PNGs carry none: they were fp32
+        try:
+            truncation = float(params["truncation"]) if params.get("truncation", "none") != "none" else None
+            scale = int(params.get("scale", scale))
+        except ValueError:
+            raise fail(f"'{from_png}' carries malformed annorm parameters (truncation "
+                       f"'{params.get('truncation')}', scale '{params.get('scale')}').")
+    _check_sample_options(scale, grid_cols, truncation)
     if precision not in ("fp32", "bf16"):
         raise fail(f"Unknown precision '{precision}'; choose fp32 or bf16.")
     seeds = parse_seeds(seed, num)
@@ -154,6 +167,9 @@ def generate_command(
     tag = "all" if len(wanted) == len(names) and len(wanted) > 1 else "-".join(names[c] for c in wanted)
     grid_file = out / f"grid-{tag}-seed{seeds[0]:04d}-{seeds[-1]:04d}.png"
     targets = files + ([grid_file] if grid and len(files) > 1 else [])
+    folders = [p for p in targets if p.is_dir()]
+    if folders:
+        raise fail(f"'{folders[0]}' is a folder where an image should be written; choose another --out.")
     existing = [p for p in targets if p.exists()]
     if existing and not overwrite:
         raise fail(f"'{existing[0]}' already exists ({len(existing)} of the outputs do); pass --overwrite or "

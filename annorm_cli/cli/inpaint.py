@@ -61,6 +61,12 @@ def inpaint_command(
         if target.suffix.lower() != ".png":
             raise fail(f"'{target}' must be a .png: keeping the pixels outside the hole bit-identical needs a lossless format.")
     targets = [t for _, _, t in jobs] + ([t.with_name(t.stem + "-compare.png") for _, _, t in jobs] if compare else [])
+    inputs = {path.resolve() for photo, hole, _ in jobs for path in (photo, hole)}
+    for target in targets:
+        if target.resolve() in inputs:
+            raise fail(f"'{target}' is one of the inputs; choose another --out (an output never replaces an input).")
+        if target.is_dir():
+            raise fail(f"'{target}' is a folder; choose another --out.")
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         raise fail(f"'{existing[0]}' already exists; pass --overwrite or choose another --out.")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Optional
 
 import typer
 

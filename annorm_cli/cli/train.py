@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from annorm_cli.cli.common import check_finite
 from annorm_cli.cli.errors import fail
 
 app = typer.Typer(no_args_is_help=True, help="Train your own AN generators (resumable; torchrun for several processes).")
@@ -31,6 +32,16 @@ def _require_non_negative(**values: int) -> None:
     for name, value in values.items():
         if value < 0:
             raise fail(f"--{name.replace('_', '-')} must be 0 or a positive integer, got {value}.")
+
+
+def _check_run_folder(out: Path, resume: Optional[Path]) -> None:
+    """Refuse an --out that is a file, and a new run into a folder that holds one (it would
+    replace that run's checkpoint): continuing it takes --resume."""
+    if out.exists() and not out.is_dir():
+        raise fail(f"--out '{out}' is a file; give a run folder.")
+    if (out / "checkpoint.pt").exists() and resume is None:
+        raise fail(f"'{out}' already holds a run (checkpoint.pt); pass --resume {out} to continue it, "
+                   "or choose another --out.")
 
 
 def _channels(text: str, option: str) -> tuple[int, ...]:
@@ -130,6 +141,9 @@ def train_class(
 
     Example: annorm train class --out ~/runs/cifar10-an --steps 20000
     """
+    _check_run_folder(out, resume)
+    check_finite(lr_g=lr_g, lr_d=lr_d, ema_decay=ema_decay, ortho_weight=ortho_weight, class_weight=class_weight,
+                 class_weight_g=class_weight_g, checkpoint_minutes=checkpoint_minutes)
     _require_positive(steps=steps, batch_size=batch_size, d_steps=d_steps, sample_every=sample_every,
                       entities=entities, fid_per_class=fid_per_class)
     _require_non_negative(keep_every=keep_every)
@@ -212,6 +226,8 @@ def train_inpaint(
 
     Example: annorm train inpaint --out ~/runs/scenes-an --steps 50000
     """
+    _check_run_folder(out, resume)
+    check_finite(lr=lr, adv_weight=adv_weight, object_masks=object_masks, checkpoint_minutes=checkpoint_minutes)
     _require_positive(steps=steps, batch_size=batch_size, channels=channels, sample_every=sample_every)
     if quarter_channels is not None:
         _require_positive(quarter_channels=quarter_channels)
@@ -272,7 +288,9 @@ def train_classifier(
 
     Example: annorm train classifier --out ~/runs/classifier && annorm train export ~/runs/classifier --out weights/cifar10-classifier.safetensors
     """
-    if min(steps, batch_size) < 1 or lr <= 0:
+    _check_run_folder(out, resume)
+    check_finite(lr=lr)
+    if min(steps, batch_size) < 1 or not lr > 0:
         raise fail("--steps and --batch-size must be positive integers and --lr positive.")
     import torch
 
@@ -305,7 +323,7 @@ def export(
         raise fail(f"'{out}' already exists; pass --overwrite to replace it.")
     from annorm_cli.train import class_conditional, classifier, inpainting
     from annorm_cli.train.common import load_checkpoint
-    from annorm_cli.train.data import load_labelled_images
+    from annorm_cli.datasets import load_labelled_images
 
     saved = load_checkpoint(checkpoint)
     info = {"train_command": command, "hardware": hardware, "notes": note}

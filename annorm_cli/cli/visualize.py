@@ -32,6 +32,8 @@ def visualize_command(
         raise fail("Give either --class (generator) or --image and --mask (inpainting), not both.")
     if top_k < 1 or scale < 1 or seed < 0:
         raise fail("--top-k and --scale must be positive and --seed non-negative.")
+    if out.exists() and not out.is_dir():
+        raise fail(f"--out '{out}' is a file; give a folder for the pictures.")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise fail(f"The output folder '{out}' is not empty; pass --overwrite or choose another --out.")
     import numpy as np

@@ -87,7 +87,7 @@ def per_class_reference(data: str | Path, network: torch.jit.ScriptModule, *, sp
     import hashlib
 
     from annorm_cli.files import atomic_open
-    from annorm_cli.train.data import cache_dir, data_fingerprint, load_labelled_images
+    from annorm_cli.datasets import cache_dir, data_fingerprint, load_labelled_images
     key = hashlib.sha256(f"{data_fingerprint(Path(data))}|{split}|{NETWORK_FILE}".encode())
     cached = cache_dir() / "fid" / f"per-class-{key.hexdigest()[:16]}.npz"
     if not cached.is_file():

@@ -22,7 +22,7 @@ from annorm_cli.models.class_conditional import ClassConditionalConfig, Discrimi
     standing_statistics
 from annorm_cli.nn.attentive_norm import orthogonality_penalty
 from annorm_cli.train import common
-from annorm_cli.train.data import LabelledImages, load_labelled_images
+from annorm_cli.datasets import LabelledImages, load_labelled_images
 
 
 @dataclass
@@ -296,7 +296,7 @@ def train(options: TrainOptions, model_config: ClassConditionalConfig, run_dir: 
         state.precision = options.precision
     run_dir = Path(run_dir)
     if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        common.prepare_run_dir(run_dir)
     # only rank 0 writes and scores sample grids
     scorer, no_scorer = load_scorer(options.classifier if world.is_main else "", model_config.class_names)
     fid_monitor, no_fid = load_fid_monitor(options) if world.is_main else (None, "not rank 0")

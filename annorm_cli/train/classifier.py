@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from annorm_cli.models.classifier import Classifier, ClassifierConfig
 from annorm_cli.train import common
-from annorm_cli.train.data import LabelledImages, load_labelled_images
+from annorm_cli.datasets import LabelledImages, load_labelled_images
 
 
 @dataclass
@@ -102,7 +102,7 @@ def train(options: ClassifierOptions, run_dir: Path, *, resume: Optional[dict] =
     if resume is not None:
         run.restore(resume)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    common.prepare_run_dir(run_dir)
     world = common.World()
     on_event("start", {"step": run.step, "steps": options.steps, "precision": "fp32", "world": 1,
                        "images": len(data.labels)})

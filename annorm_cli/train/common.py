@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from annorm_cli.errors import BadInputError
+from annorm_cli.errors import BadInputError, Interrupted
 from annorm_cli.files import atomic_open
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -215,6 +215,16 @@ class EMA:
 
 
 # ----------------------------------------------------------------------------- files
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create the run folder and remove the temporary files a killed process (kill -9) left
+    there mid-write (atomic_open's `.NAME.*.tmp`); whole files are never touched."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for torn in run_dir.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            torn.unlink()
+
+
 def atomic_save(obj, path: Path) -> None:
     """torch.save, atomically (annorm_cli.files.atomic_open)."""
     path = Path(path)
@@ -245,13 +255,14 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum = 0
 
     @contextlib.contextmanager
     def installed(self) -> Iterator["StopFlag"]:
         def handler(signum, frame):
             if self.requested:        # second Ctrl-C: give up at once
-                raise KeyboardInterrupt
-            self.requested = True
+                raise Interrupted(signum)
+            self.requested, self.signum = True, signum
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield self
@@ -306,4 +317,6 @@ def run_loop(state, step_fn: Callable[[], dict], *, steps: int, log_every: int, 
     save_fn(CHECKPOINT_NAME)
     on_event("stop", {"step": state.step, "interrupted": stop.requested})
     finish_distributed(world)
-    return stop.requested
+    if stop.requested:
+        raise Interrupted(stop.signum)              # the checkpoint is written; the CLI exits 128 + signum
+    return False

@@ -7,14 +7,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from annorm_cli.device import autocast
 from annorm_cli.errors import BadInputError
@@ -22,31 +20,8 @@ from annorm_cli.images import save_png, to_uint8
 from annorm_cli.masks import object_mask, random_mask
 from annorm_cli.models.inpainting import InpaintConfig, InpaintGenerator, PatchDiscriminator, load_narrower
 from annorm_cli.nn.attentive_norm import orthogonality_penalty
+from annorm_cli.datasets import holdout_list, load_photos
 from annorm_cli.train import common
-
-
-def holdout_list() -> list[str]:
-    """The fixed validation photos (relative paths under the scenes folder), kept out of training."""
-    text = resources.files("annorm_cli.data").joinpath("scenes_holdout.txt").read_text()
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def load_photos(root: str | Path, names: Optional[list[str]] = None, exclude: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-    """uint8 [3, H, W] tensors by relative path: `names`, or every PNG/JPEG below `root` minus `exclude`."""
-    root = Path(root)
-    if not root.is_dir():
-        raise BadInputError(f"Photo folder '{root}' does not exist.")
-    if names is None:
-        names = sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                       if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-        names = [n for n in names if n not in set(exclude)]
-    if not names:
-        raise BadInputError(f"No photos found in '{root}'.")
-    photos = {}
-    for name in names:
-        with Image.open(root / name) as image:
-            photos[name] = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
-    return photos
 
 
 @dataclass
@@ -275,7 +250,7 @@ def train(options: InpaintOptions, config: InpaintConfig, run_dir: Path, *, devi
         start_from_weights(state, options.init_from)
     run_dir = Path(run_dir)
     if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        common.prepare_run_dir(run_dir)
     on_event("start", {"step": state.step, "steps": options.steps, "precision": state.precision,
                        "world": world.size, "images": len(photos)})
 

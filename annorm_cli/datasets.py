@@ -1,4 +1,6 @@
-"""Image-folder data sets (a directory tree or a tar of one), decoded once into uint8 tensors."""
+"""The data annorm trains and evaluates on: labelled image folders (a directory tree or a tar of
+one, decoded once into uint8 tensors and cached) and folders of scene photos with the fixed
+held-out list. Below train/ and evaluate/, which both read it."""
 from __future__ import annotations
 
 import hashlib
@@ -6,7 +8,9 @@ import io
 import os
 import tarfile
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -116,3 +120,28 @@ def load_labelled_images(path: str | os.PathLike, split: str = "train", *, use_c
             np.savez(handle, images=result.images.numpy(), labels=result.labels.numpy(),
                      class_names=np.array(result.class_names))
     return result
+
+
+# ----------------------------------------------------------------------------- scene photos
+def holdout_list() -> list[str]:
+    """The fixed validation photos (relative paths under the scenes folder), kept out of training."""
+    text = resources.files("annorm_cli.data").joinpath("scenes_holdout.txt").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def load_photos(root: str | Path, names: Optional[list[str]] = None, exclude: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """uint8 [3, H, W] tensors by relative path: `names`, or every PNG/JPEG below `root` minus `exclude`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BadInputError(f"Photo folder '{root}' does not exist.")
+    if names is None:
+        names = sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                       if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        names = [n for n in names if n not in set(exclude)]
+    if not names:
+        raise BadInputError(f"No photos found in '{root}'.")
+    photos = {}
+    for name in names:
+        with Image.open(root / name) as image:
+            photos[name] = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+    return photos

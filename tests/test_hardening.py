@@ -1,0 +1,291 @@
+"""The README's promises for odd input, outputs, interrupts and the Python API (issue 21):
+bad input gets exit 2 and one sentence, no traceback, no warning, no file created, changed or
+removed; odd but valid images give the right pixels; interrupts leave no temporary files."""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import annorm_cli
+from annorm_cli.cli.app import app
+from annorm_cli.cli.errors import run_guarded
+from annorm_cli.errors import AnnormError, BadInputError
+from annorm_cli.images import read_image, read_mask
+
+
+def annorm(capsys, *args):
+    code = run_guarded(app, [str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _one_sentence(code: int, err: str, words: str) -> None:
+    assert code == 2, err
+    assert err.startswith("annorm: error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert words in err, err
+
+
+def _snapshot(folder) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+# ----------------------------------------------------------------------------- image modes
+GRADIENT16 = (np.arange(48 * 64).reshape(48, 64) * 21).astype(np.uint16)          # 0 .. 64491
+
+
+def _encoded(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("image, fmt, expected", [
+    (Image.fromarray(GRADIENT16), "PNG", np.round(GRADIENT16 / 257)),
+    (Image.fromarray(GRADIENT16), "TIFF", np.round(GRADIENT16 / 257)),
+    (Image.fromarray((GRADIENT16 / 65535).astype(np.float32)), "TIFF", np.round(GRADIENT16 / 65535 * 255)),
+    (Image.fromarray(GRADIENT16.astype(np.int32)), "TIFF", np.round(GRADIENT16 / 257)),
+])
+def test_high_depth_grey_images_are_scaled_not_clipped(image, fmt, expected):
+    rgb = read_image(_encoded(image, fmt))
+    assert rgb.dtype == np.uint8 and rgb.shape == (48, 64, 3)
+    assert np.abs(rgb[..., 0].astype(int) - expected).max() <= 1
+    assert np.array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def test_cmyk_and_palette_images_give_their_colours():
+    cmyk = read_image(_encoded(Image.new("CMYK", (8, 6), (0, 255, 0, 0)), "TIFF"))
+    assert (cmyk == [255, 0, 255]).all()
+    palette = Image.new("P", (8, 6))
+    palette.putpalette([10, 20, 30] * 256)
+    assert (read_image(_encoded(palette, "PNG")) == [10, 20, 30]).all()
+
+
+def test_inpaint_of_a_16_bit_photo_keeps_its_pixels(tmp_path, capsys):
+    Image.fromarray(GRADIENT16).save(tmp_path / "photo.png")
+    mask = np.zeros((48, 64), np.uint8)
+    mask[10:30, 20:40] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    code, _, err = annorm(capsys, "inpaint", tmp_path / "photo.png", tmp_path / "mask.png", "--out", tmp_path / "o.png")
+    assert code == 0, err
+    out = np.asarray(Image.open(tmp_path / "o.png"))
+    known = mask == 0
+    assert np.abs(out[known][:, 0].astype(int) - np.round(GRADIENT16[known] / 257)).max() <= 1
+
+
+def test_decompression_bomb_is_one_sentence_without_warnings(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (10_000, 9_500)).save(path)               # 95 million pixels in a small file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                        # a warning would fail the test
+        with pytest.raises(BadInputError, match="million pixels"):
+            read_image(path)
+    result = subprocess.run([sys.executable, "-m", "annorm_cli", "inpaint", str(path), str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "million pixels" in result.stderr
+
+
+def test_dilate_over_the_whole_image_is_refused_at_once(tmp_path):
+    mask = np.zeros((40, 50), np.uint8)
+    mask[5, 5] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    started = time.perf_counter()
+    with pytest.raises(BadInputError, match="whole"):
+        read_mask(tmp_path / "m.png", (40, 50), dilate=100_000)
+    assert time.perf_counter() - started < 5
+    grown = read_mask(tmp_path / "m.png", (40, 50), dilate=3)
+    assert grown.sum() == 49 and grown[2:9, 2:9].all()       # a 7x7 square around the pixel
+
+
+# ----------------------------------------------------------------------------- outputs
+@pytest.fixture()
+def photo_and_mask(tmp_path):
+    Image.fromarray(np.full((32, 40, 3), 100, np.uint8)).save(tmp_path / "photo.png")
+    mask = np.zeros((32, 40), np.uint8)
+    mask[8:20, 10:30] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    return tmp_path / "photo.png", tmp_path / "mask.png"
+
+
+@pytest.mark.parametrize("target", ["photo.png", "mask.png"])
+def test_an_output_is_never_an_input(photo_and_mask, capsys, target):
+    photo, mask = photo_and_mask
+    before = _snapshot(photo.parent)
+    code, _, err = annorm(capsys, "inpaint", photo, mask, "--out", photo.parent / target, "--overwrite")
+    _one_sentence(code, err, "one of the inputs")
+    assert _snapshot(photo.parent) == before
+
+
+def test_outputs_that_are_folders_or_files_of_the_wrong_kind(photo_and_mask, tmp_path, capsys):
+    photo, mask = photo_and_mask
+    (tmp_path / "o.png").mkdir()
+    _one_sentence(*annorm(capsys, "inpaint", photo, mask, "--out", tmp_path / "o.png")[::2], "folder")
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "cat-seed0000.png").mkdir()
+    _one_sentence(*annorm(capsys, "generate", "-c", "cat", "--out", tmp_path / "samples", "--overwrite")[::2],
+                  "is a folder")
+    (tmp_path / "file.txt").write_text("mine")
+    _one_sentence(*annorm(capsys, "visualize-layout", "-c", "cat", "--out", tmp_path / "file.txt")[::2], "is a file")
+    assert (tmp_path / "file.txt").read_text() == "mine"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder_is_one_sentence(photo_and_mask, tmp_path, capsys):
+    photo, mask = photo_and_mask
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        code, _, err = annorm(capsys, "inpaint", photo, mask, "--out", locked / "o.png")
+        _one_sentence(code, err, "cannot")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_a_full_disk_is_one_sentence(photo_and_mask, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from annorm_cli import files
+    photo, mask = photo_and_mask
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "o.png"))
+    monkeypatch.setattr(files.os, "fsync", full)
+    code, _, err = annorm(capsys, "inpaint", photo, mask, "--out", tmp_path / "o.png")
+    _one_sentence(code, err, "No space left on device")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# ----------------------------------------------------------------------------- interrupts
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_a_batch_leaves_no_temporary_file(tmp_path, signum):
+    photos, masks, out = tmp_path / "photos", tmp_path / "masks", tmp_path / "filled"
+    photos.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(0)
+    hole = np.zeros((96, 128), np.uint8)
+    hole[20:60, 30:90] = 255
+    for i in range(60):
+        Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(photos / f"{i:03d}.png")
+        Image.fromarray(hole).save(masks / f"{i:03d}.png")
+    process = subprocess.Popen([sys.executable, "-m", "annorm_cli", "inpaint", str(photos), str(masks),
+                                "--out", str(out), "-q"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out.exists() and len(list(out.glob("[0-9]*.png"))) >= 3):
+        time.sleep(0.01)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, err
+    assert "interrupted" in err and "Traceback" not in err
+    written = list(out.iterdir())
+    assert 3 <= len(written) < 60
+    assert not [p.name for p in written if p.name.startswith(".") or p.suffix == ".tmp"]
+    for path in written:                                     # every file that is there is whole
+        with Image.open(path) as image:
+            image.load()
+
+
+def test_torn_checkpoint_temporaries_are_removed_when_a_run_starts(tmp_path):
+    from annorm_cli.train.common import prepare_run_dir
+    (tmp_path / ".checkpoint.pt.x1y2.tmp").write_bytes(b"torn")
+    (tmp_path / "checkpoint.pt").write_bytes(b"whole")
+    prepare_run_dir(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_a_new_run_never_replaces_a_run_folder(tmp_path, capsys):
+    (tmp_path / "checkpoint.pt").write_bytes(b"my run")
+    for command in (["train", "class"], ["train", "inpaint"], ["train", "classifier"]):
+        _one_sentence(*annorm(capsys, *command, "--out", tmp_path)[::2], "--resume")
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b"my run"
+    (tmp_path / "file").write_text("x")
+    _one_sentence(*annorm(capsys, "train", "class", "--out", tmp_path / "file")[::2], "is a file")
+
+
+@pytest.mark.parametrize("option", ["--lr-g", "--lr-d", "--ema-decay"])
+def test_nan_training_numbers_are_refused(tmp_path, capsys, option):
+    _one_sentence(*annorm(capsys, "train", "class", "--out", tmp_path / "run", option, "nan")[::2], "finite")
+    assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- --from-png
+@pytest.mark.parametrize("chunks, words", [
+    ({"scale": "abc"}, "malformed"),
+    ({"truncation": "abc"}, "malformed"),
+    ({"scale": "100000000"}, "--scale must be from 1 to 64"),
+    ({"truncation": "nan"}, "finite"),
+    ({"seed": "99999999999999999999999"}, "below 2**63"),
+])
+def test_crafted_png_parameters_are_refused(tmp_path, capsys, chunks, words):
+    from annorm_cli.images import save_png
+    text = {"annorm:class": "cat", "annorm:seed": "1", "annorm:truncation": "none", "annorm:scale": "1"}
+    text.update({f"annorm:{k}": v for k, v in chunks.items()})
+    save_png(np.zeros((32, 32, 3), np.uint8), tmp_path / "crafted.png", text=text)
+    _one_sentence(*annorm(capsys, "generate", "--from-png", tmp_path / "crafted.png", "--out", tmp_path / "o")[::2],
+                  words)
+    assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------- the Python API
+@pytest.mark.parametrize("kwargs, words", [
+    ({"seeds": "abc"}, "seeds must be"),
+    ({"seeds": None}, "seeds must be"),
+    ({"seeds": [2 ** 64]}, "2**63"),
+    ({"seeds": [1.5]}, "integer"),
+    ({"truncation": float("nan")}, "finite"),
+    ({"precision": "fp8"}, "precision"),
+])
+def test_api_generate_refuses_bad_arguments_with_annorm_errors(kwargs, words):
+    with pytest.raises(AnnormError) as raised:
+        annorm_cli.generate(**kwargs)
+    assert words in str(raised.value)
+
+
+def test_api_generate_takes_one_class_name():
+    result = annorm_cli.generate("cat", [3, 4])
+    assert result.class_names == ["cat", "cat"] and result.images.shape == (2, 32, 32, 3)
+
+
+def test_api_inpaint_takes_what_a_python_user_passes(tmp_path):
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    hole = np.zeros((40, 48), bool)
+    hole[10:25, 12:30] = True
+    expected = annorm_cli.inpaint(photo, hole)
+    Image.fromarray(photo).save(tmp_path / "p.png")
+    Image.fromarray(hole.astype(np.uint8) * 255).save(tmp_path / "m.png")
+    assert np.array_equal(annorm_cli.inpaint(Image.fromarray(photo), Image.fromarray(hole)), expected)
+    assert np.array_equal(annorm_cli.inpaint(tmp_path / "p.png", str(tmp_path / "m.png")), expected)
+    assert np.array_equal(annorm_cli.inpaint(photo, hole.astype(np.uint8)), expected)
+    grey = annorm_cli.inpaint(photo[..., 0], hole)
+    assert grey.shape == (40, 48, 3) and np.array_equal(grey[~hole], np.repeat(photo[..., :1], 3, 2)[~hole])
+
+
+@pytest.mark.parametrize("image, mask, words", [
+    ("list", "ok", "uint8 array"),
+    ("ok", None, "The mask must be"),
+    ("ok", "wrong shape", "but the image is"),
+    ("float", "ok", "uint8 array"),
+])
+def test_api_inpaint_refuses_what_it_cannot_use(image, mask, words):
+    photo = np.zeros((16, 20, 3), np.uint8)
+    hole = np.zeros((16, 20), bool)
+    hole[4:8, 4:8] = True
+    image = {"list": photo.tolist(), "ok": photo, "float": photo.astype(float)}[image]
+    mask = {"ok": hole, None: None, "wrong shape": hole[:10]}[mask]
+    with pytest.raises(AnnormError, match=words.replace("*", r"\*")):
+        annorm_cli.inpaint(image, mask)
+
+
+def test_api_layouts_of_a_photo_need_its_mask():
+    with pytest.raises(AnnormError, match="mask"):
+        annorm_cli.layouts(image=np.zeros((16, 16, 3), np.uint8))
