@@ -55,7 +55,7 @@ def png_rgba(hole: np.ndarray) -> bytes:
 
 
 def save_png(pixels: np.ndarray, path: str | os.PathLike, *, text: Optional[Mapping[str, str]] = None) -> Path:
-    """Write an [H, W, 3] uint8 array as PNG atomically (temp file + rename), with tEXt chunks.
+    """Write an [H, W, 3] (or grey [H, W]) uint8 array as PNG atomically (temp file + rename), with tEXt chunks.
     Callers check for existing files (and --overwrite) before any work starts."""
     path = Path(path)
     data = png_bytes(pixels, text=text)
@@ -135,8 +135,13 @@ def read_image(path: str | os.PathLike | bytes, *, name: Optional[str] = None) -
     return to_rgb(_open(source, "image", name))
 
 
+def is_grey(image: np.ndarray) -> bool:
+    """True for an [H, W, 3] image whose three channels are equal everywhere."""
+    return bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
+
+
 def read_mask(path: str | os.PathLike | bytes, size: tuple[int, int], dilate: int = 0, *,
-              name: Optional[str] = None) -> np.ndarray:
+              name: Optional[str] = None, invert: bool = False) -> np.ndarray:
     """A hole mask [H, W] bool for an image of `size` (H, W). Hole = white pixels of an RGB mask,
     transparent pixels (alpha 0) of a mask with alpha, pixels >= 128 of a grey mask (or the 1s
     of a 0/1 mask), or any non-zero pixel of a 1-bit, 16-bit or float mask. A mask that differs
@@ -162,6 +167,8 @@ def read_mask(path: str | os.PathLike | bytes, size: tuple[int, int], dilate: in
             raise BadInputError(f"The mask '{name}' is {hole.shape[1]}x{hole.shape[0]}, another aspect ratio than "
                                 f"the {W}x{H} image; make a mask of the image's shape.")
         hole = np.asarray(Image.fromarray(hole).resize((W, H), Image.NEAREST))
+    if invert:
+        hole = ~hole
     if dilate >= max(H, W):
         raise BadInputError(f"--dilate {dilate} would grow the hole over the whole {W}x{H} image; use a smaller value.")
     if dilate > 0:                       # a square max filter, separable: fast for any radius

@@ -302,7 +302,7 @@ def test_python_api_matches_the_cli(tiny_weights, tmp_path, capsys):
 def test_evaluate_accuracy_reports_what_the_classifier_says_per_class(tiny_weights, tmp_path, capsys):
     from annorm_cli.models.classifier import Classifier, ClassifierConfig
     from annorm_cli.pipelines import generate_images
-    from annorm_cli.train.classifier import predict
+    from annorm_cli.evaluate.recognisability import predict
     torch.manual_seed(1)
     config = ClassifierConfig(n_classes=2, widths=(4, 4, 4), class_names=("cat", "dog"))
     scorer = Classifier(config).eval()

@@ -289,3 +289,43 @@ def test_api_inpaint_refuses_what_it_cannot_use(image, mask, words):
 def test_api_layouts_of_a_photo_need_its_mask():
     with pytest.raises(AnnormError, match="mask"):
         annorm_cli.layouts(image=np.zeros((16, 16, 3), np.uint8))
+
+
+# ----------------------------------------------------------------------------- inpaint surface
+def test_an_inverted_mask_is_refused_and_invert_mask_fixes_it(photo_and_mask, tmp_path, capsys):
+    photo, mask = photo_and_mask
+    inverted = tmp_path / "inverted.png"
+    Image.fromarray(255 - np.asarray(Image.open(mask))).save(inverted)
+    _one_sentence(*annorm(capsys, "inpaint", photo, inverted, "--out", tmp_path / "o.png")[::2], "--invert-mask")
+    assert not (tmp_path / "o.png").exists()
+    assert annorm(capsys, "inpaint", photo, inverted, "--invert-mask", "--out", tmp_path / "a.png")[0] == 0
+    assert annorm(capsys, "inpaint", photo, mask, "--out", tmp_path / "b.png")[0] == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(Image.open(tmp_path / "b.png")))
+    assert annorm(capsys, "inpaint", photo, inverted, "--large-hole", "--out", tmp_path / "c.png")[0] == 0
+
+
+def test_folder_masks_match_the_usual_names(tmp_path, capsys):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "m").mkdir()
+    hole = np.zeros((24, 32), np.uint8)
+    hole[5:15, 5:20] = 255
+    for name, mask_name in (("a", "a_mask"), ("b", "b-mask"), ("c", "c.mask"), ("d", "d")):
+        Image.fromarray(np.full((24, 32, 3), 90, np.uint8)).save(tmp_path / "p" / f"{name}.png")
+        Image.fromarray(hole).save(tmp_path / "m" / f"{mask_name}.png")
+    code, _, err = annorm(capsys, "inpaint", tmp_path / "p", tmp_path / "m", "--out", tmp_path / "o", "-q")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.png", "b.png", "c.png", "d.png"]
+
+
+def test_out_folder_for_one_photo_and_grey_stays_grey(tmp_path, capsys):
+    grey = (np.arange(24 * 32).reshape(24, 32) % 200).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    hole = np.zeros((24, 32), np.uint8)
+    hole[5:15, 5:20] = 255
+    Image.fromarray(hole).save(tmp_path / "m.png")
+    (tmp_path / "out").mkdir()
+    assert annorm(capsys, "inpaint", tmp_path / "grey.png", tmp_path / "m.png", "--out", tmp_path / "out")[0] == 0
+    with Image.open(tmp_path / "out" / "grey-filled.png") as image:
+        assert image.mode == "L"
+        filled = np.asarray(image)
+    assert np.array_equal(filled[hole == 0], grey[hole == 0])

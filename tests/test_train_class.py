@@ -128,7 +128,8 @@ def test_classifier_trains_resumes_and_exports(data_dir, tmp_path):
     data = load_labelled_images(data_dir, "train")
     card = classifier.export_classifier(a, tmp_path / "c.safetensors", {}, data)
     model, _ = weights.load(weights=tmp_path / "c.safetensors", task="classifier")
-    assert card["metrics"]["test_accuracy"]["value"] == classifier.accuracy(model, data.images, data.labels)
+    from annorm_cli.evaluate.recognisability import accuracy
+    assert card["metrics"]["test_accuracy"]["value"] == accuracy(model, data.images, data.labels)
 
 
 def test_resume_takes_optimisation_settings_from_the_checkpoint(data_dir, tmp_path):

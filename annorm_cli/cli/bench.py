@@ -7,7 +7,7 @@ import typer
 
 from annorm_cli.cli.errors import fail
 
-app = typer.Typer(no_args_is_help=True, help="Benchmarks that print tables (layer, generate).")
+app = typer.Typer(no_args_is_help=True, help="Benchmarks that print tables (layer, generate, inpaint, serve).")
 
 
 def _size(n: float) -> str:

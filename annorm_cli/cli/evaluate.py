@@ -8,12 +8,12 @@ import typer
 
 from annorm_cli.cli.common import check_max_side, check_outputs, progress
 from annorm_cli.cli.errors import fail
+from annorm_cli.data import CIFAR10, CIFAR10_TEST_STATS, SCENES
 from annorm_cli.evaluate.inpainting import BASELINES, BUCKETS
 from annorm_cli.files import write_json
 
 app = typer.Typer(no_args_is_help=True, help="Metrics: FID, intra-FID and class accuracy for the class-conditional model; inpainting against classical methods.")
 
-SHARED_TEST_STATS = Path("../shared/data/cifar10-test-fid-stats.npz")
 
 
 @app.command("fid")
@@ -23,7 +23,7 @@ def fid(
     real: Optional[Path] = typer.Option(None, help="Score real images instead (the self-check): an ImageFolder tree or tar."),
     real_split: str = typer.Option("train", help="Split of --real to score."),
     per_class: int = typer.Option(1000, help="Images per class (the protocol: 1,000 x 10 = 10,000)."),
-    reference: Path = typer.Option(SHARED_TEST_STATS, help="Reference statistics .npz (mu, sig) of the test split."),
+    reference: Path = typer.Option(CIFAR10_TEST_STATS, help="Reference statistics .npz (mu, sig) of the test split."),
     seed_offset: int = typer.Option(0, help="Generated seeds are offset + 0 ... per_class - 1 for every class."),
     batch_size: int = typer.Option(50, help="Inception batch size."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
@@ -31,7 +31,7 @@ def fid(
     overwrite: bool = typer.Option(False, help="Replace an existing --json file."),
     intra: bool = typer.Option(False, help="Also intra-FID: per class vs that class's test images (computes and "
                                             "caches per-class test statistics once, ~40 min on a 2-core CPU)."),
-    test_data: Path = typer.Option(Path("../shared/data/cifar10-jpeg.tar.gz"), help="Tar or tree whose test/ split "
+    test_data: Path = typer.Option(CIFAR10, help="Tar or tree whose test/ split "
                                                                                     "gives the per-class references."),
     classifier: Optional[str] = typer.Option("cifar10-classifier", help="Registry name or .safetensors of the "
                                                                          "classifier for class accuracy ('' to skip)."),
@@ -94,7 +94,7 @@ def fid(
             typer.echo(f"class accuracy skipped: {exc}", err=True)
         else:
             from annorm_cli.evaluate.recognisability import confusion_matrix
-            from annorm_cli.train.classifier import predict
+            from annorm_cli.evaluate.recognisability import predict
             scorer, scorer_card = loaded
             counts = confusion_matrix(predict(scorer, images), labels, int(labels.max()) + 1)   # [true, predicted]
             result["class_accuracy"] = float(counts.diag().sum() / counts.sum())
@@ -127,7 +127,7 @@ def accuracy(
     seed_offset: int = typer.Option(0, help="Seeds are offset + 0 ... per_class - 1 for every class."),
     truncation: Optional[float] = typer.Option(None, help="Truncated-normal latent |z| <= T, as in generate."),
     classifier: str = typer.Option("cifar10-classifier", help="Registry name or .safetensors of the classifier."),
-    test_data: Path = typer.Option(Path("../shared/data/cifar10-jpeg.tar.gz"),
+    test_data: Path = typer.Option(CIFAR10,
                                    help="Tar or tree whose test/ split shows how well the classifier knows each class "
                                         "on real images."),
     real: bool = typer.Option(True, help="Also score the classifier on the real test images (--no-real to skip)."),
@@ -153,7 +153,7 @@ def accuracy(
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
     from annorm_cli.evaluate.recognisability import class_samples, confusion_matrix, per_class_report, spread
-    from annorm_cli.train.classifier import predict
+    from annorm_cli.evaluate.recognisability import predict
 
     check_outputs("class-conditional", model, weights, overwrite, json=json_out)
     scorer, scorer_card = weight_files.load_classifier(classifier)
@@ -203,7 +203,7 @@ def accuracy(
 @app.command("inpaint")
 def inpaint(
     photos: Optional[Path] = typer.Option(None, help="Folder of photos; default: the held-out scene photos."),
-    data: Path = typer.Option(Path("../shared/data/scenes"), help="The scenes folder (for the held-out list)."),
+    data: Path = typer.Option(SCENES, help="The scenes folder (for the held-out list)."),
     model: Optional[str] = typer.Option(None, help="Registry name (default scenes-inpaint-an)."),
     weights: Optional[Path] = typer.Option(None, help="Or a .safetensors file with its card."),
     buckets: str = typer.Option(",".join(BUCKETS), help="Mask buckets, comma-separated: "

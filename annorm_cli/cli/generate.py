@@ -113,7 +113,7 @@ def generate_command(
     batch_size: int = typer.Option(64, help="Images per forward pass (speed only; pixels do not change)."),
     from_png: Optional[Path] = typer.Option(None, help="Reproduce a PNG written by annorm generate from its metadata."),
     interpolate: Optional[int] = typer.Option(None, help="Frames of an interpolation between two seeds or two classes "
-                                                          "(give two --seed values or two --class values)."),
+                                                          "(two seeds as --seed 3,7 with one --class, or two --class values with one seed)."),
     gif: bool = typer.Option(False, help="With --interpolate: also write an animated GIF."),
     overwrite: bool = typer.Option(False, help="Replace existing files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
@@ -133,7 +133,7 @@ def generate_command(
         precision = params.get("precision", "fp32")          # older PNGs carry none: they were fp32
         try:
             truncation = float(params["truncation"]) if params.get("truncation", "none") != "none" else None
-            scale = int(params.get("scale", scale))
+            scale = scale if scale != 1 else int(params.get("scale", 1))     # a typed --scale wins (pixels are the same)
         except ValueError:
             raise fail(f"'{from_png}' carries malformed annorm parameters (truncation "
                        f"'{params.get('truncation')}', scale '{params.get('scale')}').")

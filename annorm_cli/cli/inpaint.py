@@ -10,6 +10,12 @@ from annorm_cli.cli.common import check_max_side, progress
 from annorm_cli.cli.errors import fail
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+MASK_NAME_SUFFIXES = ("", "_mask", "-mask", ".mask")     # photo.png's mask: photo.png, photo_mask.png, ...
+MAX_HOLE_SHARE = 0.75                                   # larger holes are refused unless --large-hole
+
+
+def _mask_for(stem: str, masks: dict) -> Optional[Path]:
+    return next((masks[stem + suffix] for suffix in MASK_NAME_SUFFIXES if stem + suffix in masks), None)
 
 
 def _pairs(image: Path, mask: Path, out: Optional[Path]) -> list[tuple[Path, Path, Path]]:
@@ -21,13 +27,16 @@ def _pairs(image: Path, mask: Path, out: Optional[Path]) -> list[tuple[Path, Pat
         if not images:
             raise fail(f"The folder '{image}' holds no images.")
         masks = {p.stem: p for p in mask.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-        missing = [p.name for p in images if p.stem not in masks]
+        missing = [p.name for p in images if _mask_for(p.stem, masks) is None]
         if missing:
-            raise fail(f"No mask in '{mask}' for {len(missing)} image(s), e.g. '{missing[0]}'; name masks by image stem.")
+            raise fail(f"No mask in '{mask}' for {len(missing)} image(s), e.g. '{missing[0]}'; name masks like the "
+                       "image (photo.png, photo_mask.png, photo-mask.png or photo.mask.png).")
         target = out or image.with_name(image.name + "-filled")
-        return [(p, masks[p.stem], target / f"{p.stem}.png") for p in images]
+        return [(p, _mask_for(p.stem, masks), target / f"{p.stem}.png") for p in images]
     if not image.exists():
         raise fail(f"The image '{image}' does not exist.")
+    if out is not None and (out.is_dir() or str(out).endswith(("/", "\\"))):
+        out = out / f"{image.stem}-filled.png"                  # --out DIR/ for one photo
     return [(image, mask, out or image.with_name(f"{image.stem}-filled.png"))]
 
 
@@ -36,6 +45,9 @@ def inpaint_command(
     mask: Path = typer.Argument(..., help="Its mask (white or transparent = hole), or a folder of masks."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .png (or folder for folders)."),
     dilate: int = typer.Option(0, help="Grow the hole by this many pixels."),
+    invert_mask: bool = typer.Option(False, help="The mask marks what to keep (black hole on white)."),
+    large_hole: bool = typer.Option(False, help=f"Fill a hole of more than {MAX_HOLE_SHARE:.0%} of the photo "
+                                                "(refused by default: usually an inverted mask)."),
     compare: bool = typer.Option(False, help="Also write a before/after strip (<name>-compare.png)."),
     max_side: Optional[int] = typer.Option(None, help="Largest side the network sees; bigger hole regions are "
                                                       "downscaled (default: the model's work_side). Deep holes are "
@@ -74,7 +86,7 @@ def inpaint_command(
 
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
-    from annorm_cli.images import make_grid, read_image, read_mask, save_png
+    from annorm_cli.images import is_grey, make_grid, read_image, read_mask, save_png
     from annorm_cli.pipelines import inpaint_array, inpaint_text
 
     resolved = resolve_device(device)
@@ -82,7 +94,11 @@ def inpaint_command(
     loaded = []
     for photo_path, mask_path, target in jobs:      # read and check everything before writing anything
         photo = read_image(photo_path)
-        loaded.append((photo, read_mask(mask_path, photo.shape[:2], dilate), target))
+        hole = read_mask(mask_path, photo.shape[:2], dilate, invert=invert_mask)
+        if hole.mean() > MAX_HOLE_SHARE and not large_hole:
+            raise fail(f"The mask '{mask_path}' marks {hole.mean():.0%} of the photo as hole; if it is black on white, "
+                       "pass --invert-mask, or --large-hole to fill it anyway.")
+        loaded.append((photo, hole, target))
     for folder in {t.parent for _, _, t in loaded}:
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -91,7 +107,10 @@ def inpaint_command(
     with progress("inpainting", len(loaded), quiet=quiet or len(loaded) == 1) as advance:
         for photo, hole, target in loaded:
             filled = inpaint_array(network, photo, hole, device=resolved, max_side=max_side, texture=texture, seed=seed)
-            save_png(filled, target, text=inpaint_text(model or "scenes-inpaint-an", card["sha256"]))
+            if is_grey(photo):                  # a grey photo comes back grey (known pixels: the same values)
+                filled = np.repeat(filled.mean(2, keepdims=True).round().astype(np.uint8), 3, axis=2)
+            save_png(filled[..., 0] if is_grey(photo) else filled, target,
+                     text=inpaint_text(model or "scenes-inpaint-an", card["sha256"]))
             if compare:
                 shown = np.where(hole[..., None], np.uint8(255), photo)
                 save_png(make_grid(np.stack([shown, filled]), 2), target.with_name(target.stem + "-compare.png"))

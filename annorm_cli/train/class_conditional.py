@@ -20,15 +20,16 @@ from annorm_cli.device import autocast
 from annorm_cli.images import make_grid, save_png, to_uint8
 from annorm_cli.models.class_conditional import ClassConditionalConfig, Discriminator, Generator, \
     standing_statistics
+from annorm_cli.data import CIFAR10, CIFAR10_TEST_STATS
+from annorm_cli.datasets import LabelledImages, load_labelled_images
 from annorm_cli.nn.attentive_norm import orthogonality_penalty
 from annorm_cli.train import common
-from annorm_cli.datasets import LabelledImages, load_labelled_images
 
 
 @dataclass
 class TrainOptions:
     """Optimisation settings of `annorm train class` (stored in every checkpoint)."""
-    data: str = "../shared/data/cifar10-jpeg.tar.gz"
+    data: str = str(CIFAR10)
     split: str = "train"
     steps: int = 100_000
     batch_size: int = 64          # global, over all processes
@@ -53,7 +54,7 @@ class TrainOptions:
     score_per_class: int = 100
     fid_every: int = 0                  # FID of fid_per_class samples per class vs fid_reference (0: off)
     fid_per_class: int = 50
-    fid_reference: str = "../shared/data/cifar10-test-fid-stats.npz"
+    fid_reference: str = str(CIFAR10_TEST_STATS)
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -212,7 +213,7 @@ def score_samples(generator: Generator, scorer: torch.nn.Module, per_class: int)
     per class, as `annorm evaluate accuracy --per-class N` measures an exported model; and their
     spread within each class (pixel std across samples: falls towards 0 when a class collapses)."""
     from annorm_cli.evaluate.recognisability import class_samples, confusion_matrix, spread
-    from annorm_cli.train.classifier import predict
+    from annorm_cli.evaluate.recognisability import predict
     images, classes = class_samples(generator, per_class, device=next(generator.parameters()).device)
     counts = confusion_matrix(predict(scorer, images), classes, generator.config.n_classes)
     spreads = spread(images, classes, generator.config.n_classes)

@@ -10,14 +10,16 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from annorm_cli.data import CIFAR10
+from annorm_cli.datasets import LabelledImages, load_labelled_images
+from annorm_cli.evaluate.recognisability import accuracy
 from annorm_cli.models.classifier import Classifier, ClassifierConfig
 from annorm_cli.train import common
-from annorm_cli.datasets import LabelledImages, load_labelled_images
 
 
 @dataclass
 class ClassifierOptions:
-    data: str = "../shared/data/cifar10-jpeg.tar.gz"
+    data: str = str(CIFAR10)
     steps: int = 8000
     batch_size: int = 128
     lr: float = 0.1
@@ -71,22 +73,6 @@ def train_step(run: ClassifierRun, data: LabelledImages) -> dict:
     run.optimizer.step()
     run.step = t + 1
     return {"loss": loss.item()}
-
-
-@torch.no_grad()
-def predict(model: Classifier, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    """Predicted labels [N] of uint8 images [N, 3, 32, 32] (or [N, 32, 32, 3] numpy-order)."""
-    if images.shape[-1] == 3:
-        images = images.permute(0, 3, 1, 2)
-    model.eval()
-    with torch.no_grad():
-        return torch.cat([model(images[start:start + batch].float() / 127.5 - 1).argmax(1)
-                          for start in range(0, len(images), batch)])
-
-
-def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batch: int = 500) -> float:
-    """Top-1 accuracy of uint8 images against labels."""
-    return (predict(model, images, batch) == labels).float().mean().item() if len(images) else 0.0
 
 
 def train(options: ClassifierOptions, run_dir: Path, *, resume: Optional[dict] = None,

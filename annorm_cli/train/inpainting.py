@@ -14,19 +14,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from annorm_cli.data import SCENES
+from annorm_cli.datasets import holdout_list, load_photos
 from annorm_cli.device import autocast
 from annorm_cli.errors import BadInputError
 from annorm_cli.images import save_png, to_uint8
 from annorm_cli.masks import object_mask, random_mask
 from annorm_cli.models.inpainting import InpaintConfig, InpaintGenerator, PatchDiscriminator, load_narrower
 from annorm_cli.nn.attentive_norm import orthogonality_penalty
-from annorm_cli.datasets import holdout_list, load_photos
 from annorm_cli.train import common
 
 
 @dataclass
 class InpaintOptions:
-    data: str = "../shared/data/scenes"
+    data: str = str(SCENES)
     steps: int = 100_000
     batch_size: int = 8
     crop: int = 128
