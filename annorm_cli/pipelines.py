@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import difflib
+import weakref
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -63,6 +64,9 @@ def latent(seed: int, z_dim: int, truncation: Optional[float] = None) -> torch.T
 STANDING_SEEDS = 2 ** 31 - 4096   # latents of the standing statistics: seeds users rarely pick
 
 
+_STANDING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # generator -> (key, prepared copy)
+
+
 def for_truncation(generator: torch.nn.Module, truncation: Optional[float], *, batches: int = 16,
                    batch: int = 64) -> torch.nn.Module:
     """The generator ready to sample latents truncated to |z| <= truncation, as BigGAN does: a copy
@@ -71,6 +75,11 @@ def for_truncation(generator: torch.nn.Module, truncation: Optional[float], *, b
     images go dark and alike. No truncation: the generator itself."""
     if truncation is None:
         return generator
+    key = (truncation, batches, batch, next(generator.parameters()).device,
+           tuple(t._version for t in [*generator.parameters(), *generator.buffers()]))   # changes on any update
+    cached = _STANDING.get(generator)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     import copy
 
     from annorm_cli.models.class_conditional import standing_statistics
@@ -81,6 +90,7 @@ def for_truncation(generator: torch.nn.Module, truncation: Optional[float], *, b
                            for i in range(batch)]).to(device), labels.to(device)) for b in range(batches)]
     prepared = copy.deepcopy(generator)
     standing_statistics(prepared, draws)
+    _STANDING[generator] = (key, prepared)          # one truncation per model kept: the page asks again and again
     return prepared
 
 

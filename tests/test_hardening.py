@@ -329,3 +329,18 @@ def test_out_folder_for_one_photo_and_grey_stays_grey(tmp_path, capsys):
         assert image.mode == "L"
         filled = np.asarray(image)
     assert np.array_equal(filled[hole == 0], grey[hole == 0])
+
+
+def test_truncation_statistics_are_kept_per_model_and_follow_its_weights():
+    import torch
+
+    from annorm_cli import weights
+    from annorm_cli.pipelines import for_truncation
+    generator, _ = weights.load(None, None)
+    first = for_truncation(generator, 0.7, batches=2, batch=8)
+    assert for_truncation(generator, 0.7, batches=2, batch=8) is first           # computed once
+    second = for_truncation(generator, 0.5, batches=2, batch=8)
+    assert second is not first and for_truncation(generator, 0.5, batches=2, batch=8) is second
+    with torch.no_grad():
+        next(generator.parameters()).mul_(1.0)                                     # any in-place update
+    assert for_truncation(generator, 0.5, batches=2, batch=8) is not second
