@@ -93,7 +93,7 @@ def _b64_png(pixels: np.ndarray, text: Optional[dict] = None) -> str:
 
 def _png(pixels: np.ndarray, text: Optional[dict] = None) -> Response:
     from annorm_cli.images import png_bytes
-    return Response(png_bytes(pixels, text=text), media_type="image/png")
+    return Response(png_bytes(pixels, text=text, compress_level=1), media_type="image/png")
 
 
 def _read_upload(upload: UploadFile) -> bytes:

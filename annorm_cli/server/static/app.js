@@ -123,19 +123,14 @@ function redrawMask() {
   context.globalCompositeOperation = "source-over";
 }
 
-function maskIsEmpty() {
-  const data = maskCanvas.getContext("2d").getImageData(0, 0, maskCanvas.width, maskCanvas.height).data;
-  for (let i = 3; i < data.length; i += 4) if (data[i]) return false;
-  return true;
-}
-
 function updateButtons() {
   $("fill").disabled = !inpaint.photo || !inpaint.ops.length;
   $("undo").disabled = !inpaint.ops.length;
   $("redo").disabled = !inpaint.undone.length;
 }
 
-// The painted mask as a PNG the server reads: hole white, the rest black, at the photo's size.
+// The painted mask as a PNG the server reads: hole white, the rest black, at the photo's size
+// (null when nothing is painted).
 function exportMask() {
   const { width, height } = maskCanvas;
   const painted = maskCanvas.getContext("2d").getImageData(0, 0, width, height);
@@ -143,10 +138,13 @@ function exportMask() {
   out.width = width; out.height = height;
   const context = out.getContext("2d");
   const pixels = context.createImageData(width, height);
+  let holes = 0;
   for (let i = 0; i < painted.data.length; i += 4) {
     const value = painted.data[i + 3] >= 128 ? 255 : 0;
+    holes += value;
     pixels.data[i] = pixels.data[i + 1] = pixels.data[i + 2] = value; pixels.data[i + 3] = 255;
   }
+  if (!holes) return Promise.resolve(null);
   context.putImageData(pixels, 0, 0);
   return new Promise((resolve) => out.toBlob(resolve, "image/png"));
 }
@@ -226,14 +224,15 @@ $("mask-file").onchange = async (event) => {
 
 // fill, before/after, download
 $("fill").onclick = async () => {
-  if (maskIsEmpty()) { showError("Paint over what should go first: the mask is empty."); return; }
+  const started = performance.now();
+  const mask = await exportMask();
+  if (!mask) { showError("Paint over what should go first: the mask is empty."); return; }
   const form = new FormData();
   form.append("image", inpaint.photo, `${inpaint.name}.png`);
-  form.append("mask", await exportMask(), "mask.png");
+  form.append("mask", mask, "mask.png");
   form.append("model", $("inpaint-model").value);
   form.append("seed", $("inpaint-seed").value || "0");
   $("fill").disabled = true;
-  const started = performance.now();
   try {
     const response = await api("/api/inpaint", { method: "POST", body: form }, "filling");
     const result = await response.blob();
@@ -282,9 +281,10 @@ $("generate").onclick = async () => {
 $("layout").onclick = async () => {
   const form = new FormData();
   if (document.querySelector("input[name=layout-source]:checked").value === "photo") {
-    if (!inpaint.photo || maskIsEmpty()) { showError("Open a photo and paint its hole on the Inpaint page first."); return; }
+    const mask = inpaint.photo ? await exportMask() : null;
+    if (!mask) { showError("Open a photo and paint its hole on the Inpaint page first."); return; }
     form.append("image", inpaint.photo, `${inpaint.name}.png`);
-    form.append("mask", await exportMask(), "mask.png");
+    form.append("mask", mask, "mask.png");
   } else {
     form.append("class_name", $("layout-class").value);
     form.append("seed", $("layout-seed").value || "0");
