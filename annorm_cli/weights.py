@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from annorm_cli.errors import WeightsError
+from annorm_cli.errors import BadInputError, WeightsError
 from annorm_cli.files import atomic_open, write_json
 
 
@@ -98,13 +98,25 @@ def resolve(model: Optional[str] = None, weights: Optional[str | os.PathLike] = 
 
 
 def read_card(card_path: Path) -> dict:
+    """The JSON card, its keys checked (sha256: 64 hex digits, architecture: a name, config: an
+    object) before anything is built from it."""
     try:
-        card = json.loads(Path(card_path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"The model card '{card_path}' is not readable JSON ({exc}).") from None
+        card = json.loads(Path(card_path).read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as exc:          # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else type(exc).__name__
+        raise WeightsError(f"The model card '{card_path}' is not readable JSON ({reason}).") from None
+    if not isinstance(card, dict):
+        raise WeightsError(f"The model card '{card_path}' must be a JSON object, not {type(card).__name__}.")
     for key in ("sha256", "architecture", "config"):
         if key not in card:
             raise WeightsError(f"The model card '{card_path}' lacks '{key}'.")
+    sha = card["sha256"]
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        raise WeightsError(f"The model card '{card_path}' has no valid sha256 (64 hex digits).")
+    if not isinstance(card["architecture"], str) or not isinstance(card["config"], dict):
+        raise WeightsError(f"The model card '{card_path}' needs 'architecture' as a name and 'config' as an object.")
+    if "task" in card and not isinstance(card["task"], str):
+        raise WeightsError(f"The model card '{card_path}' has a 'task' that is not a name.")
     return card
 
 
@@ -121,6 +133,13 @@ def load_state(path: Path, card: dict) -> dict[str, torch.Tensor]:
 
 def build_model(card: dict, state: dict[str, torch.Tensor]) -> torch.nn.Module:
     """Rebuild a shipped model from its card's config (the only way) and load its weights."""
+    try:
+        return _built(card, state)
+    except BadInputError as exc:                  # a config field of the wrong type or size
+        raise WeightsError(str(exc)) from None
+
+
+def _built(card: dict, state: dict[str, torch.Tensor]) -> torch.nn.Module:
     if card["architecture"] == "ClassConditionalGenerator":
         from annorm_cli.models.class_conditional import ClassConditionalConfig, Generator
         model = Generator(ClassConditionalConfig.from_dict(card["config"]))

@@ -233,7 +233,8 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     from annorm_cli.train import common
-    common.atomic_save({"format": "annorm-train-v1", "step": 1}, tmp_path / "checkpoint.pt")
+    common.atomic_save({"format": "annorm-train-v1", "task": "class", "step": 1, "options": {}},
+                       tmp_path / "checkpoint.pt")
 
     def explode(obj, handle):
         handle.write(b"partial")

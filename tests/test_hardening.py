@@ -76,9 +76,11 @@ def test_inpaint_of_a_16_bit_photo_keeps_its_pixels(tmp_path, capsys):
     Image.fromarray(mask).save(tmp_path / "mask.png")
     code, _, err = annorm(capsys, "inpaint", tmp_path / "photo.png", tmp_path / "mask.png", "--out", tmp_path / "o.png")
     assert code == 0, err
-    out = np.asarray(Image.open(tmp_path / "o.png"))
+    with Image.open(tmp_path / "o.png") as image:
+        assert image.mode == "L"                                     # a grey photo comes back grey
+        out = np.asarray(image)
     known = mask == 0
-    assert np.abs(out[known][:, 0].astype(int) - np.round(GRADIENT16[known] / 257)).max() <= 1
+    assert np.abs(out[known].astype(int) - np.round(GRADIENT16[known] / 257)).max() <= 1
 
 
 def test_decompression_bomb_is_one_sentence_without_warnings(tmp_path):
@@ -127,8 +129,11 @@ def test_an_output_is_never_an_input(photo_and_mask, capsys, target):
 
 def test_outputs_that_are_folders_or_files_of_the_wrong_kind(photo_and_mask, tmp_path, capsys):
     photo, mask = photo_and_mask
-    (tmp_path / "o.png").mkdir()
-    _one_sentence(*annorm(capsys, "inpaint", photo, mask, "--out", tmp_path / "o.png")[::2], "folder")
+    (tmp_path / "photo-filled.png").mkdir()                          # where the default output goes
+    _one_sentence(*annorm(capsys, "inpaint", photo, mask)[::2], "folder")
+    (tmp_path / "into").mkdir()                                       # --out DIR for one photo: written inside
+    assert annorm(capsys, "inpaint", photo, mask, "--out", tmp_path / "into")[0] == 0
+    assert (tmp_path / "into" / "photo-filled.png").is_file()
     (tmp_path / "samples").mkdir()
     (tmp_path / "samples" / "cat-seed0000.png").mkdir()
     _one_sentence(*annorm(capsys, "generate", "-c", "cat", "--out", tmp_path / "samples", "--overwrite")[::2],
@@ -344,3 +349,59 @@ def test_truncation_statistics_are_kept_per_model_and_follow_its_weights():
     with torch.no_grad():
         next(generator.parameters()).mul_(1.0)                                     # any in-place update
     assert for_truncation(generator, 0.5, batches=2, batch=8) is not second
+
+
+# ----------------------------------------------------------------------------- malformed weights and checkpoints
+@pytest.fixture()
+def shipped_copy(tmp_path):
+    """The shipped generator's weights and card, copied."""
+    import shutil
+
+    from annorm_cli import weights
+    path, card = weights.resolve("cifar10-an")
+    shutil.copy(path, tmp_path / "g.safetensors")
+    shutil.copy(card, tmp_path / "g.json")
+    return tmp_path / "g.safetensors"
+
+
+@pytest.mark.parametrize("card, words", [
+    (b"\xff\xfe not utf-8", "not UTF-8"),
+    (b"[1, 2]", "JSON object"),
+    (b"3", "JSON object"),
+    (b"null", "JSON object"),
+    ({"config": None}, "config"),
+    ({"sha256": 5}, "sha256"),
+    ({"config": {"g_channels": "wide"}}, "g_channels"),
+    ({"config": {"g_channels": [10 ** 9, 8, 8, 8]}}, "g_channels"),
+    ({"config": {"z_dim": 1.5}}, "z_dim"),
+    ({"config": {"colour": "blue"}}, "unknown fields"),
+    ({"task": 7}, "task"),
+])
+def test_malformed_cards_are_one_sentence(shipped_copy, capsys, tmp_path, card, words):
+    import json
+    card_path = shipped_copy.with_suffix(".json")
+    if isinstance(card, bytes):
+        card_path.write_bytes(card)
+    else:
+        data = json.loads(card_path.read_text())
+        for key, value in card.items():
+            if key == "config" and isinstance(value, dict):
+                data["config"].update(value)
+            else:
+                data[key] = value
+        card_path.write_text(json.dumps(data))
+    code, _, err = annorm(capsys, "generate", "--weights", shipped_copy, "--out", tmp_path / "o")
+    _one_sentence(code, err, words)
+    assert not (tmp_path / "o").exists()
+
+
+def test_damaged_or_foreign_checkpoints_are_one_sentence(tmp_path, capsys):
+    import torch
+
+    from annorm_cli import weights
+    _one_sentence(*annorm(capsys, "train", "inpaint", "--out", tmp_path / "r",
+                          "--resume", weights.weights_dir() / "cifar10-an.train.pt")[::2], "annorm train class")
+    torch.save({"format": "annorm-train-v1", "task": "class", "step": "many", "options": {}}, tmp_path / "bad.pt")
+    _one_sentence(*annorm(capsys, "train", "class", "--out", tmp_path / "r2", "--resume", tmp_path / "bad.pt")[::2],
+                  "damaged")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "r2").exists()

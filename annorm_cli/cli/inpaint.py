@@ -95,6 +95,8 @@ def inpaint_command(
     for photo_path, mask_path, target in jobs:      # read and check everything before writing anything
         photo = read_image(photo_path)
         hole = read_mask(mask_path, photo.shape[:2], dilate, invert=invert_mask)
+        if hole.all():
+            raise fail("The mask covers the whole image: there are no known pixels to fill the hole from.")
         if hole.mean() > MAX_HOLE_SHARE and not large_hole:
             raise fail(f"The mask '{mask_path}' marks {hole.mean():.0%} of the photo as hole; if it is black on white, "
                        "pass --invert-mask, or --large-hole to fill it anyway.")

@@ -167,7 +167,7 @@ def train_class(
     resolved = resolve_device(device)
     if resolved.type == "cuda" and "WORLD_SIZE" in os.environ:
         resolved = torch.device("cuda", local_rank)
-    saved = load_checkpoint(resume) if resume else None
+    saved = load_checkpoint(resume, task="class") if resume else None
     options = trainer.TrainOptions(
         data=str(data), split=split, steps=steps, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, d_steps=d_steps,
         lr_decay_start=lr_decay_start, ema_decay=ema_decay, ortho_weight=ortho_weight, class_weight=class_weight,
@@ -253,7 +253,7 @@ def train_inpaint(
         raise fail(f"--object-masks is a share from 0 to 1, got {object_masks}.")
     if threads:
         torch.set_num_threads(threads)
-    saved = load_checkpoint(resume) if resume else None
+    saved = load_checkpoint(resume, task="inpaint") if resume else None
     options = trainer.InpaintOptions(data=str(data), steps=steps, batch_size=batch_size, crop=crop, lr=lr,
                                      lr_decay_start=lr_decay_start, adv_weight=adv_weight, adv_start=adv_start,
                                      reconstruction=reconstruction, seed=seed, precision=precision,
@@ -300,7 +300,7 @@ def train_classifier(
 
     if threads:
         torch.set_num_threads(threads)
-    saved = load_checkpoint(resume) if resume else None
+    saved = load_checkpoint(resume, task="classifier") if resume else None
     options = trainer.ClassifierOptions(data=str(data), steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     trainer.train(options, out, resume=saved, on_event=_Reporter(quiet, True))
 

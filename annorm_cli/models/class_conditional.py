@@ -29,8 +29,8 @@ class ClassConditionalConfig:
     n_classes: int = 10
     z_dim: int = 128
     resolution: int = 32
-    g_channels: tuple[int, int, int, int] = (256, 128, 128, 64)
-    d_channels: tuple[int, int, int, int] = (128, 128, 128, 128)
+    g_channels: tuple[int, int, int, int] = (256, 128, 64, 32)      # the shipped cifar10-an
+    d_channels: tuple[int, int, int, int] = (64, 128, 128, 128)
     attention: str = "an"
     n_entities: int = 16
     temperature: float = 10.0
@@ -49,12 +49,9 @@ class ClassConditionalConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ClassConditionalConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise BadInputError(f"The model config has unknown fields {sorted(unknown)}; upgrade annorm.")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**values)
+        """From a card: every field type- and size-checked first (models/config.py)."""
+        from annorm_cli.models.config import config_from_dict
+        return config_from_dict(cls, data)
 
 
 class Generator(nn.Module):

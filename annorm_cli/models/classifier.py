@@ -20,7 +20,9 @@ class ClassifierConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ClassifierConfig":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        """From a card: every field type- and size-checked first (models/config.py)."""
+        from annorm_cli.models.config import config_from_dict
+        return config_from_dict(cls, data)
 
 
 class _Block(nn.Module):

@@ -63,7 +63,9 @@ class InpaintConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "InpaintConfig":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        """From a card: every field type- and size-checked first (models/config.py)."""
+        from annorm_cli.models.config import config_from_dict
+        return config_from_dict(cls, data)
 
 
 def conv2d(cin: int, cout: int, k: int, stride: int, dilation: int) -> nn.Conv2d:

@@ -233,8 +233,13 @@ def atomic_save(obj, path: Path) -> None:
         torch.save(obj, handle)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a training checkpoint (a run folder or a .pt file) without unpickling code."""
+CHECKPOINT_FIELDS = {"task": str, "step": int, "options": dict}
+
+
+def load_checkpoint(path: str | os.PathLike, task: Optional[str] = None) -> dict:
+    """Load a training checkpoint (a run folder or a .pt file) without unpickling code, its
+    fields' types checked, and of `task` (the `annorm train` command: "class", "inpaint",
+    "classifier") if given."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
@@ -246,6 +251,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise BadInputError(f"'{path}' is not a readable annorm checkpoint ({type(exc).__name__}).") from None
     if not isinstance(state, dict) or state.get("format") != "annorm-train-v1":
         raise BadInputError(f"'{path}' is not an annorm training checkpoint.")
+    for name, kind in CHECKPOINT_FIELDS.items():
+        if not isinstance(state.get(name), kind) or isinstance(state.get(name), bool):
+            raise BadInputError(f"'{path}' is a damaged checkpoint: '{name}' is missing or not a {kind.__name__}.")
+    if task is not None and state["task"] != task:
+        raise BadInputError(f"'{path}' is a checkpoint of `annorm train {state['task']}`, not of "
+                            f"`annorm train {task}`; resume each run with its own command.")
     return state
 
 
