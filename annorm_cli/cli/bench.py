@@ -224,3 +224,44 @@ def bench_serve(
     table.add_row(f"{statistics.median(loads) * 1000:.0f} ms", f"{page:.3f} s", f"{process:.3f} s",
                   f"{page - process:+.3f} s")
     Console().print(table)
+
+
+@app.command("train-step")
+def bench_train_step(
+    batch_size: int = typer.Option(64, help="Batch size (the shipped run: 64)."),
+    d_steps: int = typer.Option(2, help="D updates per G update (the long run: 2)."),
+    steps: int = typer.Option(5, help="Steps timed (median) after two warm-up steps."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (default: torch's choice)."),
+    compiled: bool = typer.Option(False, "--compile", help="Also time torch.compile'd G (Inductor; the first "
+                                                          "step includes the compile)."),
+) -> None:
+    """Profile one class-conditional training step of the shipped architecture (synthetic data):
+    time per operator category, and img/s eager (and compiled)."""
+    if min(batch_size, d_steps, steps) < 1:
+        raise fail("--batch-size, --d-steps and --steps must be positive.")
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from annorm_cli.models import ClassConditionalConfig
+    from annorm_cli.train import profiling
+    if threads:
+        torch.set_num_threads(threads)
+    config = ClassConditionalConfig()
+    options = profiling.options_for(batch_size, d_steps)
+    shares = profiling.profile_shares(config, options)
+    total = sum(ms for _, ms in shares)
+    table = Table(title=f"one step (batch {batch_size}, {d_steps} D + 1 G updates, DiffAugment), "
+                        f"{torch.get_num_threads()} threads, self CPU time per step")
+    for column in ("operators", "ms", "share"):
+        table.add_column(column, justify="right" if column != "operators" else "left")
+    for name, ms in shares:
+        table.add_row(name, f"{ms:.0f}", f"{ms / total:.0%}")
+    Console().print(table)
+    speed = Table(title="throughput (median step after warm-up; img/s as the trainer logs it: batch x D steps)")
+    for column in ("mode", "first step", "step", "img/s"):
+        speed.add_column(column, justify="right" if column != "mode" else "left")
+    for mode in ["eager"] + (["torch.compile(G)"] if compiled else []):
+        row = profiling.time_steps(config, options, steps=steps, warmup=2, compiled=mode != "eager")
+        speed.add_row(mode, f"{row['first_step_s']:.2f} s", f"{row['step_s']:.2f} s", f"{row['img_per_s']:.0f}")
+    Console().print(speed)
