@@ -95,8 +95,21 @@ def test_metrics_against_hand_computation():
     a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     assert metrics.ssim(a, a) == pytest.approx(1.0)
     b = np.full_like(a, 128)
-    # constant prediction: SSIM = mean over windows of (2 mu_x mu_y + c1)(c2) / ((mu_x^2 + mu_y^2 + c1)(var + c2))
-    assert metrics.ssim(a, b) < 0.1
+    # a constant prediction: SSIM = mean over windows and channels of
+    # (2 mu_x mu_y + c1) c2 / ((mu_x^2 + mu_y^2 + c1)(var_y + c2)), computed here in float64 by hand
+    g = np.exp(-(np.arange(11) - 5) ** 2 / (2 * 1.5 ** 2))
+    window = np.outer(g, g) / np.outer(g, g).sum()                      # [11, 11]
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    values = []
+    for channel in range(3):
+        y = a[..., channel].astype(np.float64)
+        for i in range(32 - 10):
+            for j in range(32 - 10):
+                patch = y[i:i + 11, j:j + 11]
+                mu_y = (window * patch).sum()
+                var_y = (window * patch ** 2).sum() - mu_y ** 2
+                values.append((2 * 128 * mu_y + c1) * c2 / ((128 ** 2 + mu_y ** 2 + c1) * (var_y + c2)))
+    assert metrics.ssim(b, a) == pytest.approx(np.mean(values), abs=1e-5)
 
 
 def test_opencv_baselines_keep_known_pixels():

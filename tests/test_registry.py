@@ -17,7 +17,8 @@ def test_every_shipped_model_loads_checks_out_and_runs(name):
     if not path.exists():
         pytest.skip(f"{entry.file} is not shipped yet")
     model, card = weights.load(name, task=entry.task)
-    assert card["sha256"] == weights.sha256_of(path)
+    import hashlib                                      # the card's sha256, recomputed here, not by weights.py
+    assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     if entry.task == "class-conditional":
         from annorm_cli.pipelines import generate_images
         images = generate_images(model, [0, 1], [0, 1])
