@@ -29,7 +29,7 @@ def _what(task: str, card: dict) -> str:
     """The task, with the classes and resolution where the model has them."""
     parts = [task]
     if card.get("classes"):
-        parts.append(f"{len(card['classes'])} classes")
+        parts.append(f"{len(card['classes'])} classes ({', '.join(card['classes'])})")
     resolution = card["config"].get("resolution")
     parts.append(f"{resolution}x{resolution} px" if resolution else "any size")
     return ", ".join(parts)
@@ -44,7 +44,7 @@ def models_command(verify: bool = typer.Option(True, "--verify/--no-verify", hel
 
     table = Table(title=f"Shipped models (weights folder: {weights.weights_dir()})")
     table.add_column("name", no_wrap=True)                       # what users type: never cut
-    table.add_column("what")
+    table.add_column("what", overflow="fold", min_width=18)     # "class-conditional," whole
     table.add_column("size", no_wrap=True)
     table.add_column("sha256", no_wrap=True)
     table.add_column("metrics", overflow="fold")                # wraps at spaces, never cuts a number
