@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -108,133 +108,150 @@ class GenerateRequest(BaseModel):
     model: Optional[str] = Field(None, description="Registry name (default cifar10-an).")
 
 
+class Models:
+    """The models the app has loaded (on first use; they stay loaded) and its device."""
+
+    def __init__(self, device: str) -> None:
+        self.device_name = device
+        self.loaded: dict[tuple[Optional[str], str], tuple] = {}
+
+    def __call__(self, name: Optional[str], task: str) -> tuple:
+        from annorm_cli import weights
+        key = (name or None, task)
+        if key not in self.loaded:
+            self.loaded[key] = weights.load(name or None, None, task=task)
+        return self.loaded[key]
+
+    @property
+    def device(self):
+        from annorm_cli.device import resolve_device
+        return resolve_device(self.device_name)
+
+
 def create_app(device: str = "auto") -> FastAPI:
-    """The app. Models load on first use and stay loaded."""
+    """The app: the API routes, the page, one-sentence errors, the body limit and the model gate."""
     from annorm_cli import __version__
     app = FastAPI(title="annorm", version=__version__, docs_url=None, redoc_url=None,
                   description="Generate, inpaint and look inside Attentive Normalization. The page at / "
                               "uses only these endpoints; every error's `detail` is one sentence.")
     app.add_middleware(BodyLimit)
-    gate = app.state.gate = ModelGate()
-    loaded: dict[tuple[Optional[str], str], tuple] = {}
-
-    def model_for(name: Optional[str], task: str):
-        from annorm_cli import weights
-        key = (name or None, task)
-        if key not in loaded:
-            loaded[key] = weights.load(name or None, None, task=task)
-        return loaded[key]
-
-    def torch_device():
-        from annorm_cli.device import resolve_device
-        return resolve_device(device)
-
-    @app.exception_handler(AnnormError)
-    async def annorm_error(request: Request, exc: AnnormError):
-        return JSONResponse({"detail": str(exc)}, status_code=400)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
-        return JSONResponse({"detail": f"The field '{where}' is not valid: {first.get('msg', 'bad value')}."},
-                            status_code=422)
-
-    @app.get("/", include_in_schema=False)
-    def page():
-        return FileResponse(STATIC / "index.html")
-
-    @app.get("/docs", include_in_schema=False)
-    def docs():
-        return FileResponse(STATIC / "docs.html")
-
+    app.state.gate, app.state.models = ModelGate(), Models(device)
+    app.add_exception_handler(AnnormError, _annorm_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
 
-    @app.get("/api/models", summary="The shipped models (as `annorm models`)")
-    def models() -> list[dict]:
-        from annorm_cli import weights
-        rows = []
-        for entry in weights.REGISTRY.values():
-            row = {"name": entry.name, "task": entry.task, "description": entry.description}
-            with contextlib.suppress(AnnormError, OSError, ValueError):
-                card = weights.read_card(weights.weights_dir() / entry.card_file)
-                row["classes"] = card.get("classes", [])
-            rows.append(row)
-        return rows
 
-    @app.post("/api/inpaint", summary="Fill the hole of a photo (as annorm_cli.inpaint); returns the PNG",
-              responses={200: {"content": {"image/png": {}}}})
-    def inpaint(image: UploadFile = File(..., description="The photo."),
-                mask: UploadFile = File(..., description="Its mask: white or transparent = hole; any size of the "
-                                                         "photo's aspect ratio."),
-                model: Optional[str] = Form(None), seed: int = Form(0, ge=0, le=2 ** 63 - 1),
-                texture: bool = Form(True)) -> Response:
-        from annorm_cli.images import read_image, read_mask
-        from annorm_cli.pipelines import inpaint_array, inpaint_text
+async def _annorm_error(request: Request, exc: AnnormError) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=400)
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
+    return JSONResponse({"detail": f"The field '{where}' is not valid: {first.get('msg', 'bad value')}."},
+                        status_code=422)
+
+
+router = APIRouter()
+
+
+@router.get("/", include_in_schema=False)
+def page():
+    return FileResponse(STATIC / "index.html")
+
+
+@router.get("/docs", include_in_schema=False)
+def docs():
+    return FileResponse(STATIC / "docs.html")
+
+
+@router.get("/api/models", summary="The shipped models (as `annorm models`)")
+def models() -> list[dict]:
+    from annorm_cli import weights
+    rows = []
+    for entry in weights.REGISTRY.values():
+        row = {"name": entry.name, "task": entry.task, "description": entry.description}
+        with contextlib.suppress(AnnormError, OSError, ValueError):
+            row["classes"] = weights.read_card(weights.weights_dir() / entry.card_file).get("classes", [])
+        rows.append(row)
+    return rows
+
+
+@router.post("/api/inpaint", summary="Fill the hole of a photo (as annorm_cli.inpaint); returns the PNG",
+             responses={200: {"content": {"image/png": {}}}})
+def inpaint(request: Request, image: UploadFile = File(..., description="The photo."),
+            mask: UploadFile = File(..., description="Its mask: white or transparent = hole; any size of the "
+                                                     "photo's aspect ratio."),
+            model: Optional[str] = Form(None), seed: int = Form(0, ge=0, le=2 ** 63 - 1),
+            texture: bool = Form(True)) -> Response:
+    from annorm_cli.images import read_image, read_mask
+    from annorm_cli.pipelines import inpaint_array, inpaint_text
+    photo = read_image(_read_upload(image), name=image.filename or "image")
+    hole = read_mask(_read_upload(mask), photo.shape[:2], name=mask.filename or "mask")
+    state = request.app.state
+    with state.gate():
+        network, card = state.models(model, "inpaint")
+        filled = inpaint_array(network, photo, hole, device=state.models.device, texture=texture, seed=seed)
+    return _png(filled, inpaint_text(model or "scenes-inpaint-an", card["sha256"]))
+
+
+@router.post("/api/mask", summary="A mask file read as the CLI reads it, at the photo's size: hole opaque white, "
+                                  "the rest transparent (PNG)", responses={200: {"content": {"image/png": {}}}})
+def mask(mask: UploadFile = File(...), width: int = Form(..., ge=1, le=100_000),
+         height: int = Form(..., ge=1, le=100_000)) -> Response:
+    from annorm_cli.images import png_rgba, read_mask
+    hole = read_mask(_read_upload(mask), (height, width), name=mask.filename or "mask")
+    return Response(png_rgba(hole), media_type="image/png")
+
+
+@router.post("/api/generate", summary="Class-conditional samples (as annorm_cli.generate); each PNG carries "
+                                      "the text chunks `annorm generate --from-png` reads")
+def generate(request: Request, body: GenerateRequest) -> dict:
+    from annorm_cli import weights
+    from annorm_cli.pipelines import class_index, generate_images, sample_text
+    state = request.app.state
+    with state.gate():
+        generator, card = state.models(body.model, "class-conditional")
+        names = list(generator.config.class_names)
+        wanted = list(range(len(names))) if [c.lower() for c in body.classes] == ["all"] else \
+            [class_index(c, names) for c in body.classes]
+        if len(wanted) * body.count > MAX_SAMPLES:
+            raise HTTPException(400, f"That is {len(wanted) * body.count} samples; ask for at most "
+                                     f"{MAX_SAMPLES} per request.")
+        pairs = [(c, s) for c in wanted for s in range(body.seed, body.seed + body.count)]
+        images = generate_images(generator, [c for c, _ in pairs], [s for _, s in pairs],
+                                 truncation=body.truncation, device=state.models.device)
+    name = body.model or weights.DEFAULT_MODEL["class-conditional"]
+    return {"samples": [{"class": names[c], "seed": s,
+                         "png": _b64_png(pixels, sample_text(name, card["sha256"], names[c], s, body.truncation))}
+                        for (c, s), pixels in zip(pairs, images)]}
+
+
+@router.post("/api/layouts", summary="What the AN layers saw (as annorm_cli.layouts): for a generated sample "
+                                     "(class_name + seed) or a photo and its mask")
+def layouts(request: Request, class_name: Optional[str] = Form(None), seed: int = Form(0, ge=0, le=2 ** 63 - 1),
+            truncation: Optional[float] = Form(None, gt=0), image: Optional[UploadFile] = File(None),
+            mask: Optional[UploadFile] = File(None), model: Optional[str] = Form(None)) -> dict:
+    from annorm_cli import pipelines
+    from annorm_cli.images import read_image, read_mask
+    if (image is None) != (mask is None):
+        raise HTTPException(400, "A photo's layouts need both the image and its mask.")
+    if image is None and class_name is None:
+        raise HTTPException(400, "Give a class_name and seed, or an image and its mask.")
+    state = request.app.state
+    if image is not None:
         photo = read_image(_read_upload(image), name=image.filename or "image")
         hole = read_mask(_read_upload(mask), photo.shape[:2], name=mask.filename or "mask")
-        with gate():
-            network, card = model_for(model, "inpaint")
-            filled = inpaint_array(network, photo, hole, device=torch_device(), texture=texture, seed=seed)
-        return _png(filled, inpaint_text(model or "scenes-inpaint-an", card["sha256"]))
-
-    @app.post("/api/mask", summary="A mask file read as the CLI reads it, at the photo's size: hole opaque white, "
-                                   "the rest transparent (PNG)", responses={200: {"content": {"image/png": {}}}})
-    def mask(mask: UploadFile = File(...), width: int = Form(..., ge=1, le=100_000),
-             height: int = Form(..., ge=1, le=100_000)) -> Response:
-        from annorm_cli.images import png_rgba, read_mask
-        hole = read_mask(_read_upload(mask), (height, width), name=mask.filename or "mask")
-        return Response(png_rgba(hole), media_type="image/png")
-
-    @app.post("/api/generate", summary="Class-conditional samples (as annorm_cli.generate); each PNG carries "
-                                       "the text chunks `annorm generate --from-png` reads")
-    def generate(request: GenerateRequest) -> dict:
-        from annorm_cli import weights
-        from annorm_cli.pipelines import class_index, generate_images, sample_text
-        with gate():
-            generator, card = model_for(request.model, "class-conditional")
-            names = list(generator.config.class_names)
-            wanted = list(range(len(names))) if [c.lower() for c in request.classes] == ["all"] else \
-                [class_index(c, names) for c in request.classes]
-            if len(wanted) * request.count > MAX_SAMPLES:
-                raise HTTPException(400, f"That is {len(wanted) * request.count} samples; ask for at most "
-                                         f"{MAX_SAMPLES} per request.")
-            seeds = list(range(request.seed, request.seed + request.count))
-            pairs = [(c, s) for c in wanted for s in seeds]
-            images = generate_images(generator, [c for c, _ in pairs], [s for _, s in pairs],
-                                     truncation=request.truncation, device=torch_device())
-        name = request.model or weights.DEFAULT_MODEL["class-conditional"]
-        return {"samples": [{"class": names[c], "seed": s,
-                             "png": _b64_png(pixels, sample_text(name, card["sha256"], names[c], s, request.truncation))}
-                            for (c, s), pixels in zip(pairs, images)]}
-
-    @app.post("/api/layouts", summary="What the AN layers saw (as annorm_cli.layouts): for a generated sample "
-                                      "(class_name + seed) or a photo and its mask")
-    def layouts(class_name: Optional[str] = Form(None), seed: int = Form(0, ge=0, le=2 ** 63 - 1),
-                truncation: Optional[float] = Form(None, gt=0), image: Optional[UploadFile] = File(None),
-                mask: Optional[UploadFile] = File(None), model: Optional[str] = Form(None)) -> dict:
-        from annorm_cli import pipelines
-        from annorm_cli.images import read_image, read_mask
-        if (image is None) != (mask is None):
-            raise HTTPException(400, "A photo's layouts need both the image and its mask.")
-        if image is None and class_name is None:
-            raise HTTPException(400, "Give a class_name and seed, or an image and its mask.")
-        if image is not None:
-            photo = read_image(_read_upload(image), name=image.filename or "image")
-            hole = read_mask(_read_upload(mask), photo.shape[:2], name=mask.filename or "mask")
-            with gate():
-                network, _ = model_for(model, "inpaint")
-                result = pipelines.inpainting_layouts(network, photo, hole)
-            scale = 1
-        else:
-            with gate():
-                generator, _ = model_for(model, "class-conditional")
-                index = pipelines.class_index(class_name, generator.config.class_names)
-                result = pipelines.generator_layouts(generator, index, seed, truncation=truncation)
-            scale = 8
-        return _layout_json(result, scale)
-
-    return app
+        with state.gate():
+            result = pipelines.inpainting_layouts(state.models(model, "inpaint")[0], photo, hole)
+        return _layout_json(result, scale=1)
+    with state.gate():
+        generator, _ = state.models(model, "class-conditional")
+        index = pipelines.class_index(class_name, generator.config.class_names)
+        result = pipelines.generator_layouts(generator, index, seed, truncation=truncation)
+    return _layout_json(result, scale=8)
 
 
 def _layout_json(result, scale: int) -> dict:
