@@ -348,7 +348,7 @@ def test_truncated_samples_of_the_shipped_model_keep_their_contrast(monkeypatch)
     generator, _ = weights.load("cifar10-an")
     classes, seeds = list(range(10)) * 2, list(range(20))
     prepared = pipelines.generate_images(generator, classes, seeds, truncation=0.5)
-    monkeypatch.setattr(pipelines, "for_truncation", lambda g, t: g)      # the statistics of untruncated latents
+    monkeypatch.setattr(pipelines.generation, "for_truncation", lambda g, t: g)   # untruncated latents' statistics
     stale = pipelines.generate_images(generator, classes, seeds, truncation=0.5)
     full = pipelines.generate_images(generator, classes, seeds)
     contrast = lambda images: images.reshape(len(images), -1).std(1).mean()  # noqa: E731

@@ -8,7 +8,7 @@ PatchMatch. A screen for candidates, not the shipped protocol (that is `annorm e
 
     python docs/experiments/texture_candidates.py OUTSIDE_PHOTOS_DIR [--scenes ../shared/data/scenes]
 
-Candidates are set through the constants of annorm_cli/synthesis.py and annorm_cli/pipelines.py;
+Candidates are set through the constants of annorm_cli/synthesis.py and annorm_cli/pipelines/inpainting.py;
 add your own to CANDIDATES.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from annorm_cli import pipelines, synthesis
+from annorm_cli.pipelines import inpainting as inpainting_pipeline
 from annorm_cli import weights as weight_files
 from annorm_cli.datasets import holdout_list, load_photos
 from annorm_cli.evaluate import perceptual as p
@@ -45,7 +46,7 @@ def shrink(photo: np.ndarray, side: int = 640) -> np.ndarray:
 
 def with_constants(network, constants: dict):
     def fill(photo, hole):
-        module = lambda name: synthesis if hasattr(synthesis, name) else pipelines  # noqa: E731
+        module = lambda name: synthesis if hasattr(synthesis, name) else inpainting_pipeline  # noqa: E731
         saved = {name: getattr(module(name), name) for name in constants}
         for name, value in constants.items():
             setattr(module(name), name, value)

@@ -1,0 +1,217 @@
+"""Class-conditional samples: seeds and latents, truncation, batches, interpolation."""
+from __future__ import annotations
+
+import difflib
+import weakref
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from annorm_cli.errors import BadInputError
+
+
+@dataclass
+class Generated:
+    """The result of generate(): images [N, H, W, 3] uint8 with, per image, its class and seed."""
+    images: np.ndarray
+    class_indices: list[int]
+    class_names: list[str]
+    seeds: list[int]
+    truncation: Optional[float]
+    card: dict
+
+
+def class_index(name_or_index: str | int, class_names: Sequence[str]) -> int:
+    """A class given by name (case-insensitive) or index; unknown names suggest the closest ones."""
+    text = str(name_or_index).strip()
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if not 0 <= index < len(class_names):
+            raise BadInputError(f"Class index {index} is out of range; this model has classes 0-{len(class_names) - 1}.")
+        return index
+    lowered = [c.lower() for c in class_names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    close = difflib.get_close_matches(text.lower(), lowered, n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(repr(class_names[lowered.index(c)]) for c in close)}?" if close else ""
+    raise BadInputError(f"Unknown class '{text}'; the classes are {', '.join(class_names)}.{hint}")
+
+
+def latent(seed: int, z_dim: int, truncation: Optional[float] = None) -> torch.Tensor:
+    """The latent [z_dim] of one seed: standard normal, or truncated to |z| <= truncation by
+    resampling the values outside (BigGAN's truncation trick). Depends on the seed alone."""
+    rng = torch.Generator().manual_seed(int(seed))
+    z = torch.randn(z_dim, generator=rng)
+    if truncation is not None:
+        if truncation <= 0:
+            raise BadInputError(f"Truncation must be positive, got {truncation}.")
+        for _ in range(1000):
+            outside = z.abs() > truncation
+            if not outside.any():
+                break
+            z = torch.where(outside, torch.randn(z_dim, generator=rng), z)
+        z = z.clamp(-truncation, truncation)
+    return z
+
+
+STANDING_SEEDS = 2 ** 31 - 4096   # latents of the standing statistics: seeds users rarely pick
+
+
+_STANDING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # generator -> (key, prepared copy)
+
+
+def for_truncation(generator: torch.nn.Module, truncation: Optional[float], *, batches: int = 16,
+                   batch: int = 64) -> torch.nn.Module:
+    """The generator ready to sample latents truncated to |z| <= truncation, as BigGAN does: a copy
+    whose batch-norm statistics are recomputed (standing statistics) over batches of such latents.
+    With the statistics of full-variance latents, truncated latents shrink every activation and
+    images go dark and alike. No truncation: the generator itself."""
+    if truncation is None:
+        return generator
+    key = (truncation, batches, batch, next(generator.parameters()).device,
+           tuple(t._version for t in [*generator.parameters(), *generator.buffers()]))   # changes on any update
+    cached = _STANDING.get(generator)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    import copy
+
+    from annorm_cli.models.class_conditional import standing_statistics
+    config = generator.config
+    device = next(generator.parameters()).device
+    labels = torch.arange(batch) % config.n_classes                                          # [batch], balanced
+    draws = [(torch.stack([latent(STANDING_SEEDS + b * batch + i, config.z_dim, truncation)
+                           for i in range(batch)]).to(device), labels.to(device)) for b in range(batches)]
+    prepared = copy.deepcopy(generator)
+    standing_statistics(prepared, draws)
+    _STANDING[generator] = (key, prepared)          # one truncation per model kept: the page asks again and again
+    return prepared
+
+
+@torch.no_grad()
+def generate_images(generator: torch.nn.Module, class_indices: Sequence[int], seeds: Sequence[int], *,
+                    truncation: Optional[float] = None, batch_size: int = 64,
+                    device: torch.device = torch.device("cpu"), precision: str = "fp32",
+                    progress=None) -> np.ndarray:
+    """One image per (class, seed) pair: [N, H, W, 3] uint8. Every image depends on its own seed
+    only (eval mode: per-sample statistics), so `batch_size` changes speed, not pixels."""
+    from annorm_cli.images import to_uint8
+    from annorm_cli.device import autocast
+    if len(class_indices) != len(seeds):
+        raise BadInputError("generate_images needs one class per seed.")
+    if batch_size < 1:
+        raise BadInputError(f"The batch size must be a positive integer, got {batch_size}.")
+    z_dim = generator.config.z_dim
+    generator = for_truncation(generator.to(device), truncation).eval()
+    chunks = []
+    for start in range(0, len(seeds), batch_size):
+        stop = min(start + batch_size, len(seeds))
+        z = torch.stack([latent(s, z_dim, truncation) for s in seeds[start:stop]]).to(device)
+        labels = torch.tensor(list(class_indices[start:stop]), device=device)
+        with autocast(device, precision):
+            chunks.append(to_uint8(generator(z, labels)))
+        if progress is not None:
+            progress(stop - start)
+    return np.concatenate(chunks) if chunks else np.zeros((0, 32, 32, 3), np.uint8)
+
+
+MAX_SEED = 2 ** 63 - 1
+
+
+def check_seed(seed, what: str = "The seed") -> int:
+    """A seed as the API takes it: an integer from 0 to 2**63 - 1 (bool and float refused)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise BadInputError(f"{what} must be an integer from 0 to 2**63 - 1, got {seed!r}.")
+    return int(seed)
+
+
+def _as_seeds(seeds) -> list[int]:
+    """One seed or an iterable of them -> list[int], checked."""
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        return [check_seed(seeds)]
+    if seeds is None or isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise BadInputError(f"seeds must be an integer or a list of integers from 0 to 2**63 - 1, got {seeds!r}.")
+    checked = [check_seed(s, "Each seed") for s in seeds]
+    if not checked:
+        raise BadInputError("seeds is empty; give at least one seed.")
+    return checked
+
+
+def check_truncation(truncation) -> Optional[float]:
+    """None, or a positive finite number."""
+    if truncation is None:
+        return None
+    if isinstance(truncation, bool) or not isinstance(truncation, (int, float, np.floating, np.integer)) \
+            or not 0 < float(truncation) < float("inf"):
+        raise BadInputError(f"The truncation must be a positive finite number or None, got {truncation!r}.")
+    return float(truncation)
+
+
+def check_precision(precision) -> str:
+    if precision not in ("fp32", "bf16"):
+        raise BadInputError(f"Unknown precision {precision!r}; choose 'fp32' or 'bf16'.")
+    return precision
+
+
+def generate(classes: Sequence[str | int] = ("all",), seeds: Sequence[int] = (0,), *, model: Optional[str] = None,
+             weights: Optional[str] = None, truncation: Optional[float] = None, batch_size: int = 64,
+             device: str = "auto", precision: str = "fp32") -> Generated:
+    """Generate one image per (class, seed): every class given (names or indices, or "all")
+    crossed with every seed. Returns a Generated with uint8 images [N, 32, 32, 3]."""
+    from annorm_cli import weights as weight_files
+    from annorm_cli.device import resolve_device
+    seeds, truncation, precision = _as_seeds(seeds), check_truncation(truncation), check_precision(precision)
+    generator, card = weight_files.load(model, weights)
+    names = list(generator.config.class_names) or [str(i) for i in range(generator.config.n_classes)]
+    if isinstance(classes, (str, int, np.integer)):
+        classes = [classes]                            # "cat" is one class, not three letters
+    wanted = list(range(len(names))) if [str(c) for c in classes] == ["all"] else \
+        [class_index(c, names) for c in classes]
+    pairs = [(c, s) for c in wanted for s in seeds]
+    images = generate_images(generator, [c for c, _ in pairs], [s for _, s in pairs], truncation=truncation,
+                             batch_size=batch_size, device=resolve_device(device), precision=precision)
+    return Generated(images, [c for c, _ in pairs], [names[c] for c, _ in pairs], [s for _, s in pairs],
+                     truncation, card)
+
+
+SAMPLE_PREFIX = "annorm:"         # the PNG text keys of a sample: `annorm generate --from-png` reads them back
+
+
+def sample_text(model_name: str, sha256: str, class_name: str, seed: int, truncation: Optional[float], *,
+                scale: int = 1, precision: str = "fp32") -> dict[str, str]:
+    """The PNG text chunks of one generated sample: what `--from-png` needs to make it again."""
+    from annorm_cli import __version__
+    values = {"model": model_name, "sha256": sha256, "truncation": "none" if truncation is None else repr(truncation),
+              "version": __version__, "scale": str(scale), "precision": precision, "class": class_name,
+              "seed": str(seed)}
+    return {SAMPLE_PREFIX + k: v for k, v in values.items()}
+
+
+# ----------------------------------------------------------------------------- interpolation
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation between two latents (linear where they are parallel)."""
+    cos = torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-12)
+    omega = torch.arccos(cos.clamp(-1, 1))
+    if omega.abs() < 1e-6:
+        return (1 - t) * a + t * b
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+@torch.no_grad()
+def interpolate(generator: torch.nn.Module, classes: tuple[int, int], seeds: tuple[int, int], frames: int, *,
+                truncation: Optional[float] = None, device: torch.device = torch.device("cpu")) -> np.ndarray:
+    """`frames` images from (classes[0], seeds[0]) to (classes[1], seeds[1]): latents by slerp,
+    classes by blending their class embeddings. -> [frames, H, W, 3] uint8."""
+    from annorm_cli.images import to_uint8
+    if frames < 2:
+        raise BadInputError(f"An interpolation needs at least 2 frames, got {frames}.")
+    config = generator.config
+    za, zb = (latent(s, config.z_dim, truncation) for s in seeds)
+    steps = torch.linspace(0, 1, frames)
+    z = torch.stack([slerp(za, zb, float(t)) for t in steps])                       # [F, z_dim]
+    weights = torch.zeros(frames, config.n_classes)
+    weights[:, classes[0]] += 1 - steps
+    weights[:, classes[1]] += steps                                                # [F, n_classes]
+    generator = for_truncation(generator.to(device), truncation).eval()
+    return to_uint8(generator(z.to(device), weights.to(device)))

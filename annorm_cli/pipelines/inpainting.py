@@ -1,0 +1,232 @@
+"""Inpainting: the network's fill at its scale, the texture step at full resolution, and the
+Python API's argument handling."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from annorm_cli.errors import BadInputError
+from annorm_cli.pipelines.generation import check_seed
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
+    H, W = x.shape[2:]
+    pad_h, pad_w = (-H) % multiple, (-W) % multiple
+    if pad_h or pad_w:
+        mode = "reflect" if H > pad_h and W > pad_w else "replicate"
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return x, H, W
+
+
+def hole_region(mask: np.ndarray, margin: float = 0.5, min_margin: int = 32) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the hole's bounding box grown by `margin` of its size
+    (at least `min_margin` px) and clipped to the image: the context the network sees."""
+    rows, cols = np.nonzero(mask)
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    grow_h = max(min_margin, int(margin * (bottom - top)))
+    grow_w = max(min_margin, int(margin * (right - left)))
+    H, W = mask.shape
+    return max(0, top - grow_h), min(H, bottom + grow_h), max(0, left - grow_w), min(W, right + grow_w)
+
+
+def downscale_known(region: torch.Tensor, hole: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """synthesis.downscale_known for region [1, 3, H, W] and hole [1, 1, H, W] (1 = hole)."""
+    from annorm_cli.synthesis import downscale_known as downscale
+    return downscale(region[0], hole[0, 0] > 0, tuple(size))[None]
+
+
+def pull_push(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Fill values [B, C, H, W] where known [B, 1, H, W] is 0 from where it is 1, by the pull-push
+    algorithm (Gortler et al. 1996): known-pixel averages over a pyramid of 2x2 blocks (pull),
+    then each level keeps its own average where it has known pixels under it and takes the
+    upsampled coarser estimate where it has none (push). Smooth, parameter-free, and exact on
+    known pixels."""
+    levels = [(F.avg_pool2d(values * known, 2, ceil_mode=True) * 4,            # (sum, count) per block
+               F.avg_pool2d(known, 2, ceil_mode=True) * 4)]
+    while max(levels[-1][1].shape[2:]) > 1:
+        total, count = levels[-1]
+        levels.append((F.avg_pool2d(total, 2, ceil_mode=True) * 4, F.avg_pool2d(count, 2, ceil_mode=True) * 4))
+    total, count = levels[-1]
+    estimate = total / count.clamp_min(1e-6)                                    # [B, C, 1, 1]
+    for total, count in reversed(levels[:-1]):
+        coarser = F.interpolate(estimate, size=total.shape[2:], mode="bilinear", align_corners=False)
+        estimate = torch.where(count > 0, total / count.clamp_min(1e-6), coarser)
+    coarser = F.interpolate(estimate, size=values.shape[2:], mode="bilinear", align_corners=False)
+    return torch.where(known > 0, values, coarser)
+
+
+def match_surroundings(fill: torch.Tensor, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """Correct the network's fill [B, 3, H, W] by its own error on the known pixels: the error
+    image - fill, known outside the hole (1 = hole), is pull-push interpolated into the hole and
+    added, so the fill meets its surroundings without a seam or a colour cast."""
+    return fill + pull_push(image - fill, 1 - hole)
+
+
+DEEPEST_HOLE = 16          # px at the network's scale: holes deeper than this are filled smaller
+TEXTURE_MARGIN = 1.0       # the texture step copies from the hole's box grown by this much of its size
+
+
+def network_scale(model: torch.nn.Module, mask: np.ndarray, region_side: int, max_side: Optional[int]) -> float:
+    """The scale (<= 1) at which the network fills: the region fits `max_side` (default: the
+    model's work_side) and the deepest hole pixel lies at most DEEPEST_HOLE px from known ones,
+    as deep as the holes the network was trained on. Deeper holes (a box over a sky) at full
+    scale leave the network's interior guess far from any context: a dark blob."""
+    from annorm_cli.masks import hole_depth
+    depth = hole_depth(mask)
+    return min(1.0, (max_side or model.config.work_side) / region_side, DEEPEST_HOLE / max(depth, 1))
+
+
+@torch.no_grad()
+def network_fill(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
+                 device: torch.device = torch.device("cpu"), max_side: Optional[int] = None,
+                 whole_image: bool = False, match: bool = True) -> tuple[np.ndarray, float]:
+    """The network's fill of one photo. image [H, W, 3] uint8, mask [H, W] bool (True = hole) ->
+    ([H, W, 3] uint8 whose pixels outside the hole are the input's, bit for bit; the scale the
+    network worked at).
+
+    The network sees the hole's bounding box plus a margin of context, downscaled by
+    network_scale (to the model's work_side, or `max_side`, and so the hole is no deeper than
+    the network was trained for), inpainted, upscaled, and only the hole pixels are pasted back.
+    `whole_image` makes the network see the whole photo (as visualize-layout wants). With `match`
+    the fill, back at full size, is corrected by its error on the known pixels (match_surroundings):
+    this removes the network's colour cast and restores detail the downscale lost at the hole's edge."""
+    from annorm_cli.models.inpainting import MULTIPLE
+    top, bottom, left, right = (0, mask.shape[0], 0, mask.shape[1]) if whole_image else hole_region(mask)
+    region = torch.from_numpy(image[top:bottom, left:right].copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    hole = torch.from_numpy(mask[top:bottom, left:right])[None, None].float()
+    size = region.shape[2:]
+    scale = network_scale(model, mask, max(size), max_side)
+    x, m = region, hole
+    if scale < 1.0:
+        small = [max(MULTIPLE, round(s * scale)) for s in size]
+        x = downscale_known(region, hole, small)
+        m = (F.interpolate(hole, size=small, mode="area") > 0).float()         # any hole pixel -> hole
+    x, H, W = _pad_to_multiple(x.to(device), MULTIPLE)
+    m, _, _ = _pad_to_multiple(m.to(device), MULTIPLE)
+    _, refined = model.to(device).eval()(x, m)
+    refined = refined[:, :, :H, :W].float().cpu()
+    if scale < 1.0:
+        refined = F.interpolate(refined, size=size, mode="bilinear", align_corners=False)
+    if match:
+        refined = match_surroundings(refined, region, hole)
+    filled = ((refined.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+    out = image.copy()
+    window = out[top:bottom, left:right]
+    window_mask = mask[top:bottom, left:right]
+    window[window_mask] = filled[window_mask]
+    return out, scale
+
+
+def texture_fill(image: np.ndarray, mask: np.ndarray, guide: np.ndarray, scale: float, seed: int = 0) -> np.ndarray:
+    """Texture from the photo's known pixels copied into the hole at the photo's resolution,
+    guided by the network's fill `guide` [H, W, 3] uint8 made at `scale` (see annorm_cli.synthesis).
+    Works on the hole's box grown by TEXTURE_MARGIN; only hole pixels change."""
+    from annorm_cli.synthesis import synthesize
+    top, bottom, left, right = hole_region(mask, margin=TEXTURE_MARGIN, min_margin=48)
+    as_tensor = lambda a: torch.from_numpy(np.array(a[top:bottom, left:right])).permute(2, 0, 1).float()  # noqa: E731
+    hole = torch.from_numpy(np.array(mask[top:bottom, left:right]))
+    filled = synthesize(as_tensor(image), hole, as_tensor(guide), scale, seed=seed)
+    out = guide.copy()
+    window, window_mask = out[top:bottom, left:right], mask[top:bottom, left:right]
+    window[window_mask] = filled.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()[window_mask]
+    return out
+
+
+def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
+                  device: torch.device = torch.device("cpu"), max_side: Optional[int] = None,
+                  whole_image: bool = False, match: bool = True, texture: bool = True, seed: int = 0) -> np.ndarray:
+    """Fill the hole of one photo. image [H, W, 3] uint8, mask [H, W] bool (True = hole) ->
+    [H, W, 3] uint8 whose pixels outside the hole are the input's, bit for bit.
+
+    Two steps: the network's fill at a small scale (network_fill: structure and colour), then,
+    with `texture`, real texture from the photo copied in at full resolution under the
+    network's guidance (texture_fill). The same inputs and seed give the same bits."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise BadInputError("inpaint needs an RGB uint8 image [H, W, 3].")
+    if mask.shape != image.shape[:2]:
+        raise BadInputError(f"The mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                            f"{image.shape[1]}x{image.shape[0]}.")
+    check_seed(seed)
+    mask = mask.astype(bool)
+    if not mask.any():
+        return image.copy()
+    if mask.all():
+        raise BadInputError("The mask covers the whole image: there are no known pixels to fill the hole from.")
+    filled, scale = network_fill(model, image, mask, device=device, max_side=max_side, whole_image=whole_image,
+                                 match=match)
+    if texture and not whole_image:
+        filled = texture_fill(image, mask, filled, scale, seed)
+    return filled
+
+
+def as_photo(image) -> np.ndarray:
+    """What a Python user passes as a photo -> [H, W, 3] uint8: an array ([H, W, 3] or grey
+    [H, W], uint8), a PIL image (any mode, see images.to_rgb) or a path."""
+    import os
+
+    from PIL import Image
+
+    from annorm_cli.images import read_image, to_rgb
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and (
+            image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
+        return image.copy() if image.ndim == 3 and image.shape[2] == 3 else \
+            np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=2)
+    raise BadInputError("The image must be a uint8 array [H, W, 3] or [H, W], a PIL image or a path, "
+                        f"got {type(image).__name__}" + (f" {image.dtype} {image.shape}" if isinstance(image, np.ndarray) else "") + ".")
+
+
+def as_hole(mask, size: tuple[int, int]) -> np.ndarray:
+    """What a Python user passes as a mask -> [H, W] bool (True = hole): a 2-D array (bool, or
+    numbers where non-zero is hole), a PIL image or a path (read as the CLI reads mask files)."""
+    import io
+    import os
+
+    from PIL import Image
+
+    from annorm_cli.images import read_mask
+    if isinstance(mask, Image.Image):
+        buffer = io.BytesIO()
+        mask.save(buffer, format="PNG" if mask.mode not in ("I;16", "F", "I") else "TIFF")
+        return read_mask(buffer.getvalue(), size, name="mask image")
+    if isinstance(mask, (str, os.PathLike)):
+        return read_mask(mask, size)
+    if isinstance(mask, np.ndarray) and mask.ndim == 2 and (mask.dtype == bool or np.issubdtype(mask.dtype, np.number)):
+        if mask.shape != tuple(size):
+            raise BadInputError(f"The mask is {mask.shape[1]}x{mask.shape[0]} but the image is {size[1]}x{size[0]}.")
+        return np.nan_to_num(mask) != 0
+    raise BadInputError("The mask must be a 2-D array (True or non-zero = hole), a PIL image or a path, "
+                        f"got {type(mask).__name__}.")
+
+
+def inpaint(image, mask, *, model: Optional[str] = None, weights: Optional[str] = None,
+            device: str = "auto", max_side: Optional[int] = None, texture: bool = True, seed: int = 0) -> np.ndarray:
+    """Fill `mask` (True = hole) in `image` with a shipped inpainting model. The image: a uint8
+    array [H, W, 3] or [H, W], a PIL image or a path; the mask: a 2-D array, a PIL image or a
+    path. Returns [H, W, 3] uint8.
+
+    >>> filled = annorm_cli.inpaint(photo, hole)     # pixels outside the hole unchanged
+    """
+    from annorm_cli import weights as weight_files
+    from annorm_cli.device import resolve_device
+    image = as_photo(image)
+    mask = as_hole(mask, image.shape[:2])
+    network, _ = weight_files.load(model, weights, task="inpaint")
+    return inpaint_array(network, image, mask, device=resolve_device(device), max_side=max_side, texture=texture,
+                         seed=seed)
+
+
+
+
+def inpaint_text(model_name: str, sha256: str) -> dict[str, str]:
+    """The PNG text chunks of an inpainted photo: which weights filled it."""
+    from annorm_cli import __version__
+    return {"annorm:model": model_name, "annorm:sha256": sha256, "annorm:version": __version__}
+
+
