@@ -257,30 +257,20 @@ def inpaint(
     if attention_off and not switch_off_attention(network):
         raise fail("This network has no attention layers to switch off (it was trained with attention 'none').")
     dev = resolve_device(device)
-    fills = {m: (lambda image, mask, m=m: metrics.baseline_fill(m, image, mask)) for m in methods}
-    fills["annorm"] = lambda image, mask: inpaint_array(network, image, mask, device=dev, max_side=max_side,
-                                                        match=match, texture=texture)
     loaded = load_photos(photos) if photos else load_photos(data, holdout_list())
     truths = [photo.permute(1, 2, 0).numpy() for photo in loaded.values()]
-    for method in methods:                          # a missing baseline says so before any work
-        metrics.baseline_fill(method, np.zeros((8, 8, 3), np.uint8), np.eye(8, dtype=bool))
     inception = None
     if perceptual:
         from annorm_cli.evaluate.fid import load_inception
         inception = load_inception(dev)
-    tiles = []
-
-    def collect(bucket, photo_index, mask_index, mask, outputs):
-        if compare_out is not None and bucket == "objects" and mask_index == 0 and len(tiles) < 6 * 5:
-            tiles.extend(comparison_row(truths[photo_index], mask, outputs))
-    per_mask = masks_per_photo * len(truths)
-    with progress("fills", sum(2 * len(truths) if b == "flat" else per_mask for b in chosen)) as advance:
-        def on_fill(*args):
-            collect(*args)
-            advance(1)
-        results = metrics.evaluate_photos(fills, truths, chosen, masks_per_photo=masks_per_photo,
-                                          perceptual=perceptual, inception=inception, on_fill=on_fill)
-    summary = {bucket: metrics.summarise(result) for bucket, result in results.items()}
+    annorm_fill = lambda image, mask: inpaint_array(network, image, mask, device=dev, max_side=max_side,  # noqa: E731
+                                                    match=match, texture=texture)
+    total = sum(2 * len(truths) if b == "flat" else masks_per_photo * len(truths) for b in chosen)
+    with progress("fills", total) as advance:
+        evaluation = metrics.evaluate_inpainting(annorm_fill, truths, chosen, methods, masks_per_photo=masks_per_photo,
+                                                 perceptual=perceptual, inception=inception,
+                                                 comparison_rows=6 if compare_out else 0, progress=advance)
+    summary, results, tiles = evaluation.summary, evaluation.results, evaluation.tiles
     console = Console()
     for bucket, rows in summary.items():
         console.print(inpaint_table(bucket, rows, len(truths), masks_per_photo))
@@ -299,18 +289,6 @@ def inpaint(
             "photos": "held-out list" if photos is None else str(photos), "n_photos": len(loaded),
             "masks_per_photo": masks_per_photo, "buckets": summary, "protocol": "annorm_cli/evaluate/inpainting.py",
             "command": "annorm " + " ".join(sys.argv[1:])}})
-
-
-def comparison_row(truth, mask, outputs, side: int = 256) -> list:
-    """Input with the hole (white), Telea, PatchMatch, annorm, truth: the square crop around the hole."""
-    import numpy as np
-
-    from annorm_cli.evaluate.perceptual import hole_crop, hole_crop_box
-    box = hole_crop_box(mask)
-    shown = np.where(mask[..., None], np.uint8(255), truth)
-    blank = np.full_like(truth, 255)
-    return [hole_crop(a, box, side) for a in (shown, outputs.get("telea", blank), outputs.get("patchmatch", blank),
-                                              outputs["annorm"], truth)]
 
 
 def inpaint_table(bucket: str, rows: dict, n_photos: int, masks_per_photo: int):

@@ -175,3 +175,44 @@ def summarise(result: BucketResult, paired_with: str = "annorm") -> dict[str, di
                 row[f"kid_minus_{paired_with}"], row[f"kid_minus_{paired_with}_se"] = (1000 * v for v in difference)
         summary[method] = row
     return summary
+
+
+def comparison_row(truth: np.ndarray, mask: np.ndarray, outputs: dict, side: int = 256) -> list[np.ndarray]:
+    """Input with the hole (white), Telea, PatchMatch, annorm, truth: the square crop around the hole."""
+    from annorm_cli.evaluate.perceptual import hole_crop, hole_crop_box
+    box = hole_crop_box(mask)
+    shown = np.where(mask[..., None], np.uint8(255), truth)
+    blank = np.full_like(truth, 255)
+    return [hole_crop(a, box, side) for a in (shown, outputs.get("telea", blank), outputs.get("patchmatch", blank),
+                                              outputs["annorm"], truth)]
+
+
+@dataclass
+class InpaintEvaluation:
+    """What `annorm evaluate inpaint` reports: per bucket the summary (summarise) and the raw
+    results, and the comparison tiles (rows of 5) of the first object holes."""
+    summary: dict[str, dict[str, dict[str, float]]]
+    results: dict[str, BucketResult]
+    tiles: list[np.ndarray]
+
+
+def evaluate_inpainting(annorm_fill: Callable[[np.ndarray, np.ndarray], np.ndarray], truths: list[np.ndarray],
+                        buckets: Sequence[str], baselines: Sequence[str], *, masks_per_photo: int, perceptual: bool,
+                        inception=None, comparison_rows: int = 0,
+                        progress: Optional[Callable[[int], None]] = None) -> InpaintEvaluation:
+    """The protocol above for annorm's fill and the chosen baselines (a missing baseline says so
+    before any work). `progress(1)` after each mask; `comparison_rows` object-hole rows kept."""
+    for method in baselines:
+        baseline_fill(method, np.zeros((8, 8, 3), np.uint8), np.eye(8, dtype=bool))
+    fills = {m: (lambda image, mask, m=m: baseline_fill(m, image, mask)) for m in baselines}
+    fills["annorm"] = annorm_fill
+    tiles: list[np.ndarray] = []
+
+    def on_fill(bucket, photo_index, mask_index, mask, outputs):
+        if bucket == "objects" and mask_index == 0 and len(tiles) < 5 * comparison_rows:
+            tiles.extend(comparison_row(truths[photo_index], mask, outputs))
+        if progress is not None:
+            progress(1)
+    results = evaluate_photos(fills, truths, buckets, masks_per_photo=masks_per_photo, perceptual=perceptual,
+                              inception=inception, on_fill=on_fill)
+    return InpaintEvaluation({b: summarise(r) for b, r in results.items()}, results, tiles)
