@@ -44,7 +44,9 @@ def fid(
     if per_class < 1 or batch_size < 1:
         raise fail("--per-class and --batch-size must be positive integers.")
     if not reference.is_file():
-        raise fail(f"Reference statistics '{reference}' not found; pass --reference.")
+        raise fail(f"Reference statistics '{reference}' not found; pass --reference (or set ANNORM_DATA).")
+    if real is not None and not real.exists():
+        raise fail(f"--real '{real}' does not exist.")
     check_outputs("class-conditional", model, weights, overwrite, json=json_out)
     import time
 
@@ -145,8 +147,10 @@ def accuracy(
     """
     if per_class < 1:
         raise fail("--per-class must be a positive integer.")
-    if truncation is not None and truncation <= 0:
-        raise fail(f"--truncation must be positive, got {truncation}.")
+    if truncation is not None and not 0 < truncation < float("inf"):
+        raise fail(f"--truncation must be a positive finite number, got {truncation}.")
+    if real and not test_data.exists():                 # every input path is checked before any work
+        raise fail(f"Test data '{test_data}' not found; pass --test-data (or set ANNORM_DATA) or --no-real.")
     from rich.console import Console
     from rich.table import Table
 
@@ -170,8 +174,6 @@ def accuracy(
         row["spread"] = value
     reference = None
     if real:
-        if not test_data.exists():
-            raise fail(f"Test data '{test_data}' not found; pass --test-data or --no-real.")
         from annorm_cli.datasets import load_labelled_images
         test = load_labelled_images(test_data, "test")
         reference = per_class_report(confusion_matrix(predict(scorer, test.images), test.labels, n), names)
