@@ -405,3 +405,22 @@ def test_damaged_or_foreign_checkpoints_are_one_sentence(tmp_path, capsys):
     _one_sentence(*annorm(capsys, "train", "class", "--out", tmp_path / "r2", "--resume", tmp_path / "bad.pt")[::2],
                   "damaged")
     assert not (tmp_path / "r").exists() and not (tmp_path / "r2").exists()
+
+
+def test_a_resume_reads_the_runs_own_data_unless_data_is_typed():
+    from annorm_cli.train.class_conditional import TrainOptions
+    from annorm_cli.train.common import resumed_options
+    saved = {"options": {**TrainOptions(data="/runs/own-data.tar").__dict__, "lr_g": 3e-4}}
+    given = TrainOptions(data="default.tar", steps=9)
+    assert resumed_options(saved, given).data == "/runs/own-data.tar"
+    assert resumed_options(saved, given).lr_g == 3e-4 and resumed_options(saved, given).steps == 9
+    assert resumed_options(saved, given, frozenset({"data"})).data == "default.tar"
+
+
+def test_export_never_replaces_a_card_without_overwrite(tmp_path, capsys):
+    from annorm_cli import weights
+    (tmp_path / "m.json").write_text('{"mine": true}')
+    code, _, err = annorm(capsys, "train", "export", weights.weights_dir() / "cifar10-an.train.pt",
+                          "--out", tmp_path / "m.safetensors")
+    _one_sentence(code, err, "m.json' already exists")
+    assert (tmp_path / "m.json").read_text() == '{"mine": true}' and not (tmp_path / "m.safetensors").exists()

@@ -320,8 +320,9 @@ def export(
     """
     if out.suffix != ".safetensors":
         raise fail("--out must end in .safetensors.")
-    if out.exists() and not overwrite:
-        raise fail(f"'{out}' already exists; pass --overwrite to replace it.")
+    existing = [path for path in (out, out.with_suffix(".json")) if path.exists()]
+    if existing and not overwrite:
+        raise fail(f"'{existing[0]}' already exists; pass --overwrite to replace it.")
     from annorm_cli.train import class_conditional, classifier, inpainting
     from annorm_cli.train.common import load_checkpoint
     from annorm_cli.datasets import load_labelled_images

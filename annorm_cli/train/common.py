@@ -90,15 +90,16 @@ def epoch_batches(n_items: int, batch: int, seed: int, batch_index: int) -> torc
     return order[position * batch:(position + 1) * batch]
 
 
-RUN_CONTROLS = ("data", "steps", "sample_every", "checkpoint_minutes", "keep_every", "log_every", "classifier", "score_per_class",
+RUN_CONTROLS = ("steps", "sample_every", "checkpoint_minutes", "keep_every", "log_every", "classifier", "score_per_class",
                 "fid_every", "fid_per_class", "fid_reference")
 
 
 def resumed_options(saved: dict, given, overrides: frozenset[str] = frozenset()):
     """The options of a resumed run: everything that shapes the optimisation comes from the
     checkpoint (so the run continues as it would have), except the fields named in `overrides`
-    (what the user typed on the resume command); where the data lies, how far to train and how
-    often to log, sample and checkpoint always come from `given`."""
+    (what the user typed on the resume command; the data too: a resume without --data reads the
+    run's own); how far to train and how often to log, sample and checkpoint always come from
+    `given`."""
     saved_options = type(given)(**saved["options"])
     keep = (set(RUN_CONTROLS) | set(overrides)) & {f.name for f in dataclasses.fields(given)}
     return dataclasses.replace(saved_options, **{k: getattr(given, k) for k in keep})
