@@ -62,7 +62,12 @@ def _decode(data: bytes, name: str) -> np.ndarray:
 
 def _iter_tar(path: Path, split: str):
     prefix = split.strip("/") + "/"
-    with tarfile.open(path) as tar:
+    try:
+        tar = tarfile.open(path)
+    except tarfile.TarError:
+        raise BadInputError(f"'{path}' is neither a folder nor a .tar(.gz) of an ImageFolder tree "
+                            f"({split}/<class>/<image>).") from None
+    with tar:
         for member in tar:
             name = member.name.lstrip("./")
             if member.isfile() and name.startswith(prefix) and Path(name).suffix.lower() in IMAGE_SUFFIXES:

@@ -424,3 +424,22 @@ def test_export_never_replaces_a_card_without_overwrite(tmp_path, capsys):
                           "--out", tmp_path / "m.safetensors")
     _one_sentence(code, err, "m.json' already exists")
     assert (tmp_path / "m.json").read_text() == '{"mine": true}' and not (tmp_path / "m.safetensors").exists()
+
+
+def test_training_data_of_the_wrong_kind_is_one_sentence(tmp_path, capsys):
+    from annorm_cli import weights
+    from helpers import tiny_image_folder
+    (tmp_path / "one.png").write_bytes(_encoded(Image.new("RGB", (32, 32)), "PNG"))
+    _one_sentence(*annorm(capsys, "train", "class", "--out", tmp_path / "r1", "--data", tmp_path / "one.png")[::2],
+                  "neither a folder nor a .tar")
+    two_classes = tiny_image_folder(tmp_path / "two", per_class=40)
+    _one_sentence(*annorm(capsys, "train", "class", "--out", tmp_path / "r2", "--data", two_classes, "--fid-every", "0",
+                          "--classifier", "", "--resume", weights.weights_dir() / "cifar10-an.train.pt")[::2],
+                  "has 2 classes but the resumed run was trained on 10")
+    large = tmp_path / "large" / "train" / "a"
+    large.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (48, 48)).save(large / f"{i}.png")
+    _one_sentence(*annorm(capsys, "train", "class", "--out", tmp_path / "r3", "--data", tmp_path / "large",
+                          "--fid-every", "0", "--classifier", "")[::2], "are 48x48")
+    assert not any((tmp_path / r).exists() for r in ("r1", "r2", "r3"))

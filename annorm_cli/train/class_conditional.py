@@ -21,6 +21,7 @@ from annorm_cli.images import make_grid, save_png, to_uint8
 from annorm_cli.models.class_conditional import ClassConditionalConfig, Discriminator, Generator, \
     standing_statistics
 from annorm_cli.data import CIFAR10, CIFAR10_TEST_STATS
+from annorm_cli.errors import BadInputError
 from annorm_cli.datasets import LabelledImages, load_labelled_images
 from annorm_cli.nn.attentive_norm import orthogonality_penalty
 from annorm_cli.train import common
@@ -285,6 +286,12 @@ def train(options: TrainOptions, model_config: ClassConditionalConfig, run_dir: 
         options = common.resumed_options(resume, options, overrides)
         model_config = ClassConditionalConfig.from_dict(resume["model_config"])
     data = load_labelled_images(options.data, options.split)
+    if tuple(data.images.shape[2:]) != (model_config.resolution, model_config.resolution):
+        raise BadInputError(f"The images in '{options.data}' are {data.images.shape[3]}x{data.images.shape[2]}; "
+                            f"this architecture trains on {model_config.resolution}x{model_config.resolution}.")
+    if resume is not None and len(data.class_names) != model_config.n_classes:
+        raise BadInputError(f"'{options.data}' has {len(data.class_names)} classes but the resumed run was trained "
+                            f"on {model_config.n_classes}; resume it with its own data.")
     model_config = dataclasses.replace(model_config, class_names=data.class_names,
                                        n_classes=len(data.class_names))
     state = build_state(model_config, options, device, world)
