@@ -33,6 +33,18 @@ def make_grid(pixels: np.ndarray, cols: int, *, pad: int = 2, scale: int = 1, fi
     return sheet
 
 
+def label_columns(sheet: np.ndarray, labels: list[str], *, pad: int = 2, band: int = 16) -> np.ndarray:
+    """A make_grid sheet [H, W, 3] with a white band on top naming its len(labels) columns."""
+    from PIL import ImageDraw
+    width = (sheet.shape[1] - pad) // len(labels)
+    canvas = Image.new("RGB", (sheet.shape[1], sheet.shape[0] + band), "white")
+    canvas.paste(Image.fromarray(sheet), (0, band))
+    draw = ImageDraw.Draw(canvas)
+    for column, label in enumerate(labels):
+        draw.text((pad + column * width + 4, 3), label, fill="black")
+    return np.asarray(canvas)
+
+
 def png_bytes(pixels: np.ndarray, *, text: Optional[Mapping[str, str]] = None, compress_level: int = 6) -> bytes:
     """An [H, W, 3] uint8 array as the bytes of a PNG file with tEXt chunks (zlib level
     `compress_level`: 1 is several times faster and a little larger, for answers over localhost)."""

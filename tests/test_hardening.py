@@ -443,3 +443,14 @@ def test_training_data_of_the_wrong_kind_is_one_sentence(tmp_path, capsys):
     _one_sentence(*annorm(capsys, "train", "class", "--out", tmp_path / "r3", "--data", tmp_path / "large",
                           "--fid-every", "0", "--classifier", "")[::2], "are 48x48")
     assert not any((tmp_path / r).exists() for r in ("r1", "r2", "r3"))
+
+
+def test_readable_pictures_a_wrapped_one_class_grid_and_labelled_compare(photo_and_mask, tmp_path, capsys):
+    assert annorm(capsys, "generate", "-c", "cat", "-n", "16", "--out", tmp_path / "g", "-q")[0] == 0
+    with Image.open(tmp_path / "g" / "grid-cat-seed0000-0015.png") as grid:
+        assert grid.size == (8 * 34 + 2, 2 * 34 + 2)                   # rows of 8, not a strip of 16
+    photo, mask = photo_and_mask
+    assert annorm(capsys, "inpaint", photo, mask, "--out", tmp_path / "f.png", "--compare")[0] == 0
+    with Image.open(tmp_path / "f-compare.png") as strip:
+        band = np.asarray(strip.convert("L"))[:16]
+        assert strip.size == (2 * 42 + 2, 34 + 2 + 16) and (band < 128).any()   # a white band with dark text

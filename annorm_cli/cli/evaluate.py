@@ -277,8 +277,9 @@ def inpaint(
     for bucket, rows in summary.items():
         console.print(inpaint_table(bucket, rows, len(truths), masks_per_photo))
     if compare_out is not None and tiles:
-        from annorm_cli.images import make_grid, save_png
-        save_png(make_grid(np.stack(tiles), 5), compare_out)
+        from annorm_cli.images import label_columns, make_grid, save_png
+        save_png(label_columns(make_grid(np.stack(tiles), 5), ["input (hole in white)", "OpenCV Telea", "PatchMatch",
+                                                               "annorm", "truth"]), compare_out)
     if json_out:
         write_json(json_out, {"model_sha256": card["sha256"], "max_side": max_side, "match": match, "texture": texture,
                               "attention_off": attention_off, "photos": list(loaded), "masks_per_photo": masks_per_photo,

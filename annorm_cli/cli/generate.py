@@ -28,6 +28,7 @@ def _read_png_parameters(path: Path) -> dict:
     return params
 
 
+ONE_CLASS_COLUMNS = 8             # a one-class grid wraps into rows of 8 (16 cats: 2 rows, not a strip)
 MAX_SCALE = 64                    # 32 px x 64 = 2048 px per sample
 
 
@@ -104,7 +105,7 @@ def generate_command(
     truncation: Optional[float] = typer.Option(None, help="Truncated-normal latent |z| <= T (BigGAN's trick)."),
     out: Path = typer.Option(Path("samples"), "--out", "-o", help="Output folder."),
     grid: bool = typer.Option(True, "--grid/--no-grid", help="Also write a grid PNG of the batch."),
-    grid_cols: Optional[int] = typer.Option(None, help="Grid columns (default: seeds per class)."),
+    grid_cols: Optional[int] = typer.Option(None, help="Grid columns (default: seeds per class, one row per class; one class: rows of 8)."),
     scale: int = typer.Option(1, help="Nearest-neighbour enlargement of every written PNG (32x32 is tiny)."),
     model: Optional[str] = typer.Option(None, help="Registry name (see `annorm models`); default cifar10-an."),
     weights: Optional[Path] = typer.Option(None, help="A .safetensors file with its JSON card beside it."),
@@ -184,7 +185,7 @@ def generate_command(
         text = sample_text(name, card["sha256"], names[c], s, truncation, scale=scale, precision=precision)
         save_png(make_grid(pixels[None], 1, pad=0, scale=scale), path, text=text)
     if grid and len(files) > 1:
-        cols = grid_cols or len(seeds)
+        cols = grid_cols or (len(seeds) if len(wanted) > 1 else min(len(seeds), ONE_CLASS_COLUMNS))
         sheet = make_grid(images, cols, scale=scale)
         if cols == len(seeds) and len(wanted) > 1:
             sheet = _label_rows(sheet, [names[c] for c in wanted], images.shape[1] * scale, 2)

@@ -86,7 +86,7 @@ def inpaint_command(
 
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
-    from annorm_cli.images import is_grey, make_grid, read_image, read_mask, save_png
+    from annorm_cli.images import is_grey, label_columns, make_grid, read_image, read_mask, save_png
     from annorm_cli.pipelines import inpaint_array, inpaint_text
 
     resolved = resolve_device(device)
@@ -115,7 +115,8 @@ def inpaint_command(
                      text=inpaint_text(model or "scenes-inpaint-an", card["sha256"]))
             if compare:
                 shown = np.where(hole[..., None], np.uint8(255), photo)
-                save_png(make_grid(np.stack([shown, filled]), 2), target.with_name(target.stem + "-compare.png"))
+                strip = label_columns(make_grid(np.stack([shown, filled]), 2), ["input (hole in white)", "filled"])
+                save_png(strip, target.with_name(target.stem + "-compare.png"))
             advance(1)
     if not quiet:
         typer.echo(f"wrote {len(loaded)} inpainted image(s)" + (f" to {loaded[0][2].parent}/" if len(loaded) > 1
