@@ -61,10 +61,7 @@ def png_rgba(hole: np.ndarray) -> bytes:
     """A hole mask [H, W] bool as PNG bytes: hole pixels opaque white, the rest transparent."""
     rgba = np.zeros((*hole.shape, 4), np.uint8)
     rgba[hole] = 255
-    import io
-    buffer = io.BytesIO()
-    Image.fromarray(rgba).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(rgba)
 
 
 def save_png(pixels: np.ndarray, path: str | os.PathLike, *, text: Optional[Mapping[str, str]] = None) -> Path:

@@ -109,9 +109,10 @@ def inpaint_command(
     with progress("inpainting", len(loaded), quiet=quiet or len(loaded) == 1) as advance:
         for photo, hole, target in loaded:
             filled = inpaint_array(network, photo, hole, device=resolved, max_side=max_side, texture=texture, seed=seed)
-            if is_grey(photo):                  # a grey photo comes back grey (known pixels: the same values)
+            grey = is_grey(photo)               # a grey photo comes back grey (known pixels: the same values)
+            if grey:
                 filled = np.repeat(filled.mean(2, keepdims=True).round().astype(np.uint8), 3, axis=2)
-            save_png(filled[..., 0] if is_grey(photo) else filled, target,
+            save_png(filled[..., 0] if grey else filled, target,
                      text=inpaint_text(model or "scenes-inpaint-an", card["sha256"]))
             if compare:
                 shown = np.where(hole[..., None], np.uint8(255), photo)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Optional
 
 import torch
 
@@ -85,9 +84,7 @@ def profile_shares(config: ClassConditionalConfig, options: trainer.TrainOptions
     return sorted(((name, ms / steps) for name, ms in totals.items()), key=lambda row: -row[1])
 
 
-def options_for(batch_size: int = 64, d_steps: int = 2, diffaugment: bool = True,
-                base: Optional[trainer.TrainOptions] = None) -> trainer.TrainOptions:
+def options_for(batch_size: int = 64, d_steps: int = 2, diffaugment: bool = True) -> trainer.TrainOptions:
     """The shipped run's training options at this batch size and D steps, no monitors."""
-    base = base or trainer.TrainOptions()
-    return dataclasses.replace(base, batch_size=batch_size, d_steps=d_steps, diffaugment=diffaugment,
-                               classifier="", fid_every=0)
+    return dataclasses.replace(trainer.TrainOptions(), batch_size=batch_size, d_steps=d_steps,
+                               diffaugment=diffaugment, classifier="", fid_every=0)
