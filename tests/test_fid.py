@@ -105,3 +105,38 @@ def test_spread_is_zero_for_look_alikes_and_the_pixel_std_otherwise():
     labels = torch.tensor([0, 0, 1, 1])
     same, mixed = spread(images, labels, 2)
     assert same == 0.0 and mixed == pytest.approx(255 / 2 ** 0.5)     # sample std of {0, 255}
+
+
+def test_fid_scores_by_hand_with_intra_fid_and_card_entries():
+    from annorm_cli.evaluate.fid import card_entries, fid_scores
+    rng = np.random.default_rng(3)
+    features = np.concatenate([rng.normal(0.0, 1.0, size=(50, 4)), rng.normal(3.0, 1.0, size=(50, 4))])
+    labels = np.repeat([0, 1], 50)
+    own = {c: statistics(features[labels == c]) for c in (0, 1)}
+    shifted = {0: own[0], 1: (own[1][0] + 1.0, own[1][1])}           # class 1's mean moved by 1 in 4 dims: FID 4
+    result = fid_scores(features, labels, statistics(features), per_class_reference=shifted)
+    assert abs(result["fid"]) < 1e-8 and result["samples"] == 100
+    assert result["intra_fid_per_class"][0] == pytest.approx(0.0, abs=1e-8)
+    assert result["intra_fid_per_class"][1] == pytest.approx(4.0, rel=1e-8)
+    assert result["intra_fid"] == pytest.approx(2.0, rel=1e-8)
+    result.update(reference="ref.npz", per_class=50, class_accuracy=0.5, class_accuracy_per_class=[1.0, 0.0],
+                  classifier={"sha256": "ab"})
+    entries = card_entries(result, "annorm evaluate fid")
+    assert set(entries) == {"fid_100", "intra_fid", "class_accuracy"}
+    assert entries["intra_fid"] == {"value": result["intra_fid"], "per_class": 50, "command": "annorm evaluate fid"}
+    assert entries["class_accuracy"]["per_class"] == [1.0, 0.0]
+
+
+def test_class_accuracy_counts_each_class_by_hand():
+    import torch
+    from annorm_cli.evaluate.recognisability import class_accuracy
+
+    class Brightness(torch.nn.Module):          # calls an image class 1 when its mean is above 0
+        def forward(self, x):                    # x [N, 3, H, W] in [-1, 1]
+            bright = x.mean((1, 2, 3))
+            return torch.stack([-bright, bright], 1)
+    images = torch.tensor([0, 0, 255, 255, 255, 0], dtype=torch.uint8).view(6, 1, 1, 1).expand(6, 3, 2, 2)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])   # class 0: 2 of 3 right; class 1: 2 of 3 right
+    scores = class_accuracy(Brightness(), images, labels)
+    assert scores["class_accuracy"] == pytest.approx(4 / 6)
+    assert scores["class_accuracy_per_class"] == pytest.approx([2 / 3, 2 / 3])

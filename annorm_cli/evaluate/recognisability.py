@@ -58,3 +58,21 @@ def predict(model: torch.nn.Module, images: torch.Tensor, batch: int = 500) -> t
 def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 500) -> float:
     """Top-1 accuracy of uint8 images against labels."""
     return (predict(model, images, batch) == labels).float().mean().item() if len(images) else 0.0
+
+
+def class_accuracy(scorer: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Overall and per-class accuracy of `scorer` on uint8 images [N, 3, H, W] with labels [N]."""
+    counts = confusion_matrix(predict(scorer, images), labels, int(labels.max()) + 1)   # [true, predicted]
+    return {"class_accuracy": float(counts.diag().sum() / counts.sum()),
+            "class_accuracy_per_class": (counts.diag() / counts.sum(1)).tolist()}
+
+
+def recognisability_report(scorer: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                           class_names: list[str]) -> list[dict]:
+    """per_class_report of `scorer` on images [N, ...] uint8 with labels [N], each row with the
+    class's pixel spread (see spread) added: the table `annorm evaluate accuracy` prints."""
+    n = len(class_names)
+    rows = per_class_report(confusion_matrix(predict(scorer, images), labels, n), class_names)
+    for row, value in zip(rows, spread(images, labels, n)):
+        row["spread"] = value
+    return rows

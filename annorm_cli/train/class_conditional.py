@@ -213,13 +213,12 @@ def score_samples(generator: Generator, scorer: torch.nn.Module, per_class: int)
     """Class accuracy of `per_class` samples of every class (seeds 0 ... per_class - 1), overall and
     per class, as `annorm evaluate accuracy --per-class N` measures an exported model; and their
     spread within each class (pixel std across samples: falls towards 0 when a class collapses)."""
-    from annorm_cli.evaluate.recognisability import class_samples, confusion_matrix, spread
-    from annorm_cli.evaluate.recognisability import predict
+    from annorm_cli.evaluate.recognisability import class_accuracy, class_samples, spread
     images, classes = class_samples(generator, per_class, device=next(generator.parameters()).device)
-    counts = confusion_matrix(predict(scorer, images), classes, generator.config.n_classes)
+    scores = class_accuracy(scorer, images.permute(0, 3, 1, 2), classes)
     spreads = spread(images, classes, generator.config.n_classes)
-    return {"class_accuracy": float(counts.diag().sum() / counts.sum()),
-            "class_accuracy_per_class": [round(v, 4) for v in (counts.diag() / counts.sum(1)).tolist()],
+    return {"class_accuracy": scores["class_accuracy"],
+            "class_accuracy_per_class": [round(v, 4) for v in scores["class_accuracy_per_class"]],
             "class_spread": sum(spreads) / len(spreads), "class_spread_per_class": [round(v, 2) for v in spreads]}
 
 
@@ -246,9 +245,9 @@ def fid_of_samples(generator: Generator, monitor: tuple, per_class: int) -> dict
     from annorm_cli.evaluate import fid
     from annorm_cli.evaluate.recognisability import class_samples
     network, reference = monitor
-    images, _ = class_samples(generator, per_class, device=next(generator.parameters()).device)
+    images, labels = class_samples(generator, per_class, device=next(generator.parameters()).device)
     features = fid.inception_features(images.permute(0, 3, 1, 2), network)        # [N, 2048]
-    return {f"fid_{len(images)}": fid.frechet_distance(*fid.statistics(features), *reference)}
+    return {f"fid_{len(images)}": fid.fid_scores(features, labels.numpy(), reference)["fid"]}
 
 
 # ----------------------------------------------------------------------------- the loop
