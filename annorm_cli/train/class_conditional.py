@@ -9,7 +9,6 @@ global batch.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -20,42 +19,11 @@ from annorm_cli.device import autocast
 from annorm_cli.images import make_grid, save_png, to_uint8
 from annorm_cli.models.class_conditional import ClassConditionalConfig, Discriminator, Generator, \
     standing_statistics
-from annorm_cli.data import CIFAR10, CIFAR10_TEST_STATS
 from annorm_cli.errors import BadInputError
 from annorm_cli.datasets import LabelledImages, load_labelled_images
 from annorm_cli.nn.attentive_norm import orthogonality_penalty
 from annorm_cli.train import common
-
-
-@dataclass
-class TrainOptions:
-    """Optimisation settings of `annorm train class` (stored in every checkpoint)."""
-    data: str = str(CIFAR10)
-    split: str = "train"
-    steps: int = 100_000
-    batch_size: int = 64          # global, over all processes
-    lr_g: float = 1e-4
-    lr_d: float = 4e-4
-    beta1: float = 0.0
-    beta2: float = 0.999
-    d_steps: int = 1
-    lr_decay_start: Optional[int] = None   # linear decay to 0 from this step to `steps`
-    ema_decay: float = 0.999
-    ortho_weight: float = 1e-3
-    class_weight: float = 0.0           # auxiliary cross-entropy of D's class projection: real in D, fake in G
-    class_weight_g: Optional[float] = None   # G's share of it (None: class_weight); > 0 collapsed classes here
-    diffaugment: bool = False
-    seed: int = 0
-    precision: str = "auto"
-    sample_every: int = 500
-    checkpoint_minutes: float = 5.0
-    keep_every: int = 0                 # also keep checkpoint-STEP.pt every N steps (0: never)
-    log_every: int = 20
-    classifier: str = "cifar10-classifier"   # scores the samples at every sample grid ("" to skip)
-    score_per_class: int = 100
-    fid_every: int = 0                  # FID of fid_per_class samples per class vs fid_reference (0: off)
-    fid_per_class: int = 50
-    fid_reference: str = str(CIFAR10_TEST_STATS)
+from annorm_cli.train.options import TrainOptions
 
 
 # ----------------------------------------------------------------------------- augmentation

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -14,7 +13,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from annorm_cli.data import SCENES
 from annorm_cli.datasets import holdout_list, load_photos
 from annorm_cli.device import autocast
 from annorm_cli.errors import BadInputError
@@ -23,35 +21,7 @@ from annorm_cli.masks import object_mask, random_mask
 from annorm_cli.models.inpainting import InpaintConfig, InpaintGenerator, PatchDiscriminator, load_narrower
 from annorm_cli.nn.attentive_norm import orthogonality_penalty
 from annorm_cli.train import common
-
-
-@dataclass
-class InpaintOptions:
-    data: str = str(SCENES)
-    steps: int = 100_000
-    batch_size: int = 8
-    crop: int = 128
-    lr: float = 1e-4
-    lr_d: float = 4e-4
-    lr_decay_start: Optional[int] = None   # linear decay of both learning rates to 0 from this step to `steps`
-    beta1: float = 0.5
-    beta2: float = 0.999
-    hole_weight: float = 6.0
-    valid_weight: float = 1.0
-    reconstruction: str = "l1"          # "l1" | "l2" | "rgb": per-pixel error of the weighted reconstruction loss
-    adv_weight: float = 0.01
-    adv_start: int = 20_000
-    ortho_weight: float = 1e-3
-    ema_decay: float = 0.999
-    seed: int = 0
-    init_from: Optional[str] = None     # a shipped .safetensors inpainting model a new run starts from
-    inference_scale: bool = False       # crops and masks as inference sees them (see inference_scale_crop)
-    object_masks: float = 0.0           # share of the masks that are one solid object (masks.object_mask), not strokes
-    precision: str = "fp32"
-    sample_every: int = 500
-    checkpoint_minutes: float = 5.0
-    keep_every: int = 0                 # also keep checkpoint-STEP.pt every N steps (0: never)
-    log_every: int = 20
+from annorm_cli.train.options import InpaintOptions
 
 
 def build_state(config: InpaintConfig, options: InpaintOptions, device: torch.device,
