@@ -51,30 +51,76 @@ def entity_heat(layout: np.ndarray, entity: int, image: np.ndarray) -> np.ndarra
 def ranked_entities(layout: np.ndarray, top_k: int, min_share: float = 0.01) -> list[int]:
     """Entities by decreasing share, empty ones (share below `min_share`) left out."""
     shares = entity_shares(layout)
-    order = [int(i) for i in np.argsort(-shares) if shares[i] >= min_share]
+    order = [int(i) for i in np.argsort(-shares, kind="stable") if shares[i] >= min_share]
     return order[:top_k]
 
 
-def contact_sheet(image: np.ndarray, named_layouts: dict[str, np.ndarray], top_k: int) -> np.ndarray:
-    """One row per AN layer: image, hard layout, blend, then the top-k entity heat maps, labelled."""
-    H, W = image.shape[:2]
-    pad, label_h = 4, 14
-    rows = []
+SHEET_TILE = 256           # long side of a tile on the contact sheet (the single PNGs keep full size)
+SHEET_COLUMNS = 6          # tiles per line; a layer with more heat maps wraps
+OUTLINE = (255, 0, 255)    # the hole's outline on the inpainting sheet
+
+
+def outline(image: np.ndarray, hole: np.ndarray, width: int = 2) -> np.ndarray:
+    """image [H, W, 3] uint8 with the hole's border (bool hole [H, W]: pixels of the hole within
+    `width` px of a known one) painted OUTLINE."""
+    inner = hole.copy()
+    for _ in range(width):                                    # erode by one pixel, 4-neighbourhood
+        padded = np.pad(inner, 1, constant_values=False)
+        inner = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    out = image.copy()
+    out[hole & ~inner] = OUTLINE
+    return out
+
+
+def _font(size: int):
+    from PIL import ImageFont
+    return ImageFont.load_default(size=size)
+
+
+def _tile_size(H: int, W: int) -> tuple[int, int]:
+    scale = SHEET_TILE / max(H, W)
+    return max(1, round(H * scale)), max(1, round(W * scale))
+
+
+def contact_sheet(image: np.ndarray, named_layouts: dict[str, np.ndarray], top_k: int,
+                  hole: np.ndarray | None = None) -> np.ndarray:
+    """One block per AN layer: the image (the hole outlined when given), the hard layout, their
+    blend, then the top-k entity heat maps, each captioned with its entity's colour in the hard
+    layout and its share; tiles SHEET_TILE px on the long side, SHEET_COLUMNS per line."""
+    h, w = _tile_size(*image.shape[:2])
+    small = resize(image, (h, w), nearest=max(image.shape[:2]) < SHEET_TILE)
+    if hole is not None:
+        small = outline(small, resize(hole.astype(np.float32), (h, w), nearest=False) > 0.5)
+    pad, caption_h, title_h = 6, 20, 24
+    blocks = []
     for name, layout in named_layouts.items():
-        hard = hard_layout(layout, (H, W))
-        tiles = [("image", image), ("hard layout", hard), ("blend", (0.5 * image + 0.5 * hard).astype(np.uint8))]
-        shares = entity_shares(layout)
-        tiles += [(f"entity {i} ({shares[i]:.0%})", entity_heat(layout, i, image)) for i in ranked_entities(layout, top_k)]
-        rows.append((name, tiles))
-    cols = max(len(t) for _, t in rows)
-    sheet = Image.new("RGB", (pad + cols * (W + pad), sum(2 * label_h + H + pad for _ in rows) + pad), "white")
+        colours, shares = palette(layout.shape[0]), entity_shares(layout)
+        hard = hard_layout(layout, (h, w))
+        tiles = [("image" + (", hole outlined" if hole is not None else ""), None, small),
+                 ("hard layout (argmax entity)", None, hard),
+                 ("blend", None, (0.5 * small + 0.5 * hard).astype(np.uint8))]
+        tiles += [(f"entity {i}: {shares[i]:.0%} of the image", colours[i], entity_heat(layout, i, small))
+                  for i in ranked_entities(layout, top_k)]
+        title = f"layer {name}: {layout.shape[0]} entities, {int((shares >= 0.01).sum())} hold 1% or more"
+        blocks.append((title, tiles))
+    columns = min(SHEET_COLUMNS, max(len(tiles) for _, tiles in blocks))
+    lines = [(len(tiles) + columns - 1) // columns for _, tiles in blocks]
+    width = pad + columns * (w + pad)
+    height = pad + sum(title_h + n * (caption_h + h + pad) for n in lines)
+    sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
+    title_font, caption_font = _font(16), _font(12)
     y = pad
-    for name, tiles in rows:
-        draw.text((pad, y), f"layer {name}", fill="black")
-        for c, (caption, tile) in enumerate(tiles):
-            x = pad + c * (W + pad)
-            draw.text((x, y + label_h), caption, fill="black")
-            sheet.paste(Image.fromarray(tile), (x, y + 2 * label_h))
-        y += 2 * label_h + H + pad
+    for (title, tiles), n in zip(blocks, lines):
+        draw.text((pad, y + 2), title, fill="black", font=title_font)
+        y += title_h
+        for index, (caption, colour, tile) in enumerate(tiles):
+            x, top = pad + (index % columns) * (w + pad), y + (index // columns) * (caption_h + h + pad)
+            text_x = x
+            if colour is not None:                          # the entity's colour in the hard layout
+                draw.rectangle((x, top + 3, x + 12, top + 15), fill=tuple(int(c) for c in colour), outline="black")
+                text_x += 17
+            draw.text((text_x, top + 3), caption, fill="black", font=caption_font)
+            sheet.paste(Image.fromarray(tile), (x, top + caption_h))
+        y += n * (caption_h + h + pad)
     return np.asarray(sheet)

@@ -369,3 +369,32 @@ def test_truncated_samples_are_the_same_bits_on_every_run_and_leave_the_global_r
     torch.set_rng_state(state)
     pipelines.generate_images(generator, [8], [4], truncation=0.7)
     assert torch.equal(torch.get_rng_state(), state)     # the standing statistics draw from a fork
+
+
+def test_hole_outline_paints_only_the_holes_border():
+    import numpy as np
+    from annorm_cli.visualize import OUTLINE, outline
+    image = np.zeros((10, 10, 3), np.uint8)
+    hole = np.zeros((10, 10), bool)
+    hole[2:8, 3:9] = True                                   # a 6 x 6 hole
+    drawn = outline(image, hole, width=2)
+    painted = (drawn == OUTLINE).all(-1)
+    assert painted.sum() == 36 - 4                           # a 2 px ring: all but the 2 x 2 centre
+    assert not painted[~hole].any() and not painted[4:6, 5:7].any()
+
+
+def test_contact_sheet_wraps_captions_and_colours_entities():
+    import numpy as np
+    from annorm_cli import visualize
+    layout = np.zeros((9, 4, 4), np.float32)
+    for entity in range(8):                                   # 8 entities of 2 positions each, 1 empty
+        layout[entity].flat[2 * entity:2 * entity + 2] = 1.0
+    image = np.full((64, 32, 3), 128, np.uint8)
+    sheet = visualize.contact_sheet(image, {"a": layout, "b": layout}, top_k=8)
+    tile_h, tile_w = visualize._tile_size(64, 32)             # 256 x 128
+    assert (tile_h, tile_w) == (256, 128)
+    # 3 + 8 = 11 tiles per layer in lines of 6: 2 lines; width: 6 tiles and 7 gaps of 6 px
+    assert sheet.shape[1] == 6 + 6 * (128 + 6)
+    assert sheet.shape[0] == 6 + 2 * (24 + 2 * (20 + 256 + 6))
+    swatch = sheet[6 + 24 + 4 + 3 * 0, 6 + 3 * (128 + 6) + 6]  # first heat map's swatch, entity 0
+    assert tuple(swatch) == tuple(visualize.palette(9)[0])

@@ -64,7 +64,8 @@ def visualize_command(
         save_png((0.5 * picture + 0.5 * hard).astype(np.uint8), out / f"{tag}-blend.png")
         for entity in visualize.ranked_entities(layout, top_k):
             save_png(visualize.entity_heat(layout, entity, picture), out / f"{tag}-entity{entity:02d}.png")
-    save_png(visualize.contact_sheet(picture, result.layouts, top_k), out / "contact-sheet.png")
+    hole = None if result.hole is None else result.hole.repeat(scale, 0).repeat(scale, 1)
+    save_png(visualize.contact_sheet(picture, result.layouts, top_k, hole), out / "contact-sheet.png")
     arrays = {f"{n}/layout": s for n, s in result.layouts.items()}
     arrays.update({f"{n}/logits": l for n, l in result.logits.items()})
     np.savez_compressed(out / "layouts.npz", layer_names=np.array(list(result.layouts)), **arrays)

@@ -15,10 +15,12 @@ from annorm_cli.pipelines.inpainting import as_hole, as_photo, inpaint_array
 @dataclass
 class Layouts:
     """What the AN layers saw: the image [H, W, 3] uint8 and, per AN layer name, the soft layout
-    [n, h, w] (sums to 1 over entities) and the logits [n, h, w], as float32 numpy arrays."""
+    [n, h, w] (sums to 1 over entities) and the logits [n, h, w], as float32 numpy arrays; for an
+    inpainted photo also its hole [H, W] bool."""
     image: np.ndarray
     layouts: dict[str, np.ndarray]
     logits: dict[str, np.ndarray]
+    hole: Optional[np.ndarray] = None
 
 
 def _recorded(model: torch.nn.Module, run) -> tuple[np.ndarray, dict, dict]:
@@ -42,7 +44,7 @@ def inpainting_layouts(network: torch.nn.Module, image: np.ndarray, mask: np.nda
                        max_side: Optional[int] = None) -> Layouts:
     """Inpaint one photo and record the layouts of every AN layer (on the region the network saw)."""
     run = lambda: inpaint_array(network, image, mask, max_side=max_side, whole_image=True)  # noqa: E731
-    return Layouts(*_recorded(network, run))
+    return Layouts(*_recorded(network, run), hole=mask.astype(bool))
 
 
 def layouts(*, class_name: Optional[str] = None, seed: int = 0, image: Optional[np.ndarray] = None,
