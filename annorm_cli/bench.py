@@ -61,7 +61,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_ms(fn, device: torch.device, min_seconds: float = 0.3, min_runs: int = 3, max_runs: int = 50) -> float:
+def _median_ms(fn, device: torch.device, min_seconds: float = 0.3, min_runs: int = 3,
+               max_runs: int = 50) -> tuple[float, float]:
+    """(median ms of repeated runs of fn after one warm-up, their spread: the interquartile range
+    over the median, which another process on the same cores inflates)."""
     import time
     fn()
     _sync(device)
@@ -72,7 +75,9 @@ def _median_ms(fn, device: torch.device, min_seconds: float = 0.3, min_runs: int
         _sync(device)
         times.append(time.perf_counter() - start)
     times.sort()
-    return 1000 * times[len(times) // 2]
+    median = times[len(times) // 2]
+    spread = (times[(3 * len(times)) // 4] - times[len(times) // 4]) / median
+    return 1000 * median, spread
 
 
 def measure_one(kind: str, resolution: int, channels: int, entities: int, batch: int, device: str) -> dict:
@@ -98,12 +103,12 @@ def measure_one(kind: str, resolution: int, channels: int, entities: int, batch:
         peak = torch.cuda.max_memory_allocated(dev) - base_cuda
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_rss
-    train_ms = _median_ms(forward_backward, dev)
+    train_ms, train_spread = _median_ms(forward_backward, dev)
     layer.eval()
     with torch.no_grad():
-        forward_ms = _median_ms(lambda: layer(x), dev)
+        forward_ms, forward_spread = _median_ms(lambda: layer(x), dev)
     return {"kind": kind, "resolution": resolution, "forward_ms": forward_ms, "train_ms": train_ms,
-            "peak_bytes": peak}
+            "peak_bytes": peak, "spread": max(train_spread, forward_spread)}
 
 
 @dataclass

@@ -69,8 +69,29 @@ def test_bench_helpers():
     rows = [{"resolution": r, "train_ms": (r ** 2) ** 2} for r in (64, 128)] + [{"resolution": 256, "skipped": "x"}]
     assert bench.loglog_slope(rows) == pytest.approx(2.0)
     cell = bench.run_cell(bench.LayerBenchConfig(channels=8, entities=4, threads=1), "an-fast", 16)
-    assert cell["train_ms"] > 0 and cell["forward_ms"] > 0
+    assert cell["train_ms"] > 0 and cell["forward_ms"] > 0 and cell["spread"] >= 0
     assert "skipped" in bench.run_cell(bench.LayerBenchConfig(max_bytes=1e6), "self-attention", 512)
+
+
+def test_median_and_spread_of_timed_runs(monkeypatch):
+    import time
+    from annorm_cli import bench
+    ticks = iter([0.0, 0.010, 1.0, 1.010, 2.0, 2.020, 3.0, 3.012])    # (start, end) of 4 timed runs
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks))
+    median, spread = bench._median_ms(lambda: None, __import__("torch").device("cpu"), min_seconds=0, min_runs=4)
+    # runs 10, 10, 20, 12 ms sorted 10, 10, 12, 20: median (index 2) 12 ms, IQR 20 - 10 over 12
+    assert median == pytest.approx(12.0) and spread == pytest.approx(10 / 12)
+
+
+def test_bench_layer_warns_about_noisy_timings():
+    from annorm_cli.cli.bench import _layer_summary
+    row = lambda res, spread: {"resolution": res, "train_ms": 2.0, "forward_ms": 1.0, "peak_bytes": 0,  # noqa: E731
+                               "spread": spread}
+    kinds = ("an-fast", "an-reference", "self-attention", "conv1x1+instnorm")
+    quiet = {kind: [row(64, 0.02)] for kind in kinds}
+    assert not any("warning" in line for line in _layer_summary(quiet, (64,)))
+    noisy = {**quiet, "self-attention": [row(64, 0.3)]}
+    assert any(line.startswith("warning: in 1 cell(s)") for line in _layer_summary(noisy, (64,)))
 
 
 def test_weights_dir_falls_back_to_the_wheel_location(tmp_path, monkeypatch):

@@ -39,7 +39,6 @@ def bench_layer(
     if min(sizes) < 1 or min(channels, entities, batch) < 1:
         raise fail("Resolutions, channels, entities and batch must be positive.")
     from rich.console import Console
-    from rich.table import Table
 
     from annorm_cli import bench
     from annorm_cli.device import resolve_device
@@ -54,29 +53,56 @@ def bench_layer(
             for kind in bench.LAYER_KINDS:
                 status.update(f"measuring {kind} at {resolution}x{resolution}")
                 rows[kind].append(bench.run_cell(config, kind, resolution))
-    table = Table(title=f"Layer benchmark: C={channels}, n={entities}, batch {batch}, {dev}")
-    for column in ("layer", "size", "forward ms", "fwd+bwd ms", "peak memory", "fwd+bwd vs AN-fast"):
+    console.print(_layer_table(rows, f"Layer benchmark: C={channels}, n={entities}, batch {batch}, {dev}"))
+    for line in _layer_summary(rows, sizes):
+        console.print(line)
+
+
+NOISY = 0.10               # a cell whose runs spread more than this (interquartile range / median) is flagged
+
+
+def _layer_table(rows: dict[str, list[dict]], title: str):
+    """The rich table of `bench layer`: one section per layer kind, one row per size."""
+    from rich.table import Table
+    table = Table(title=title)
+    for column in ("layer", "size", "forward ms", "fwd+bwd ms", "peak memory", "fwd+bwd vs AN-fast", "spread"):
         table.add_column(column, justify="left" if column in ("layer", "size") else "right")
     fast = {r["resolution"]: r for r in rows["an-fast"]}
-    for kind in bench.LAYER_KINDS:
-        for r in rows[kind]:
+    for kind, measured in rows.items():
+        for r in measured:
             size = f"{r['resolution']}^2"
             if "skipped" in r:
-                table.add_row(kind, size, "skipped", "", r["skipped"], "")
+                table.add_row(kind, size, "skipped", "", r["skipped"], "", "")
                 continue
             base = fast.get(r["resolution"], {})
             ratio = f"{r['train_ms'] / base['train_ms']:.1f}x" if "train_ms" in base else ""
-            table.add_row(kind, size, f"{r['forward_ms']:.2f}", f"{r['train_ms']:.2f}", _size(r["peak_bytes"]), ratio)
+            spread = f"{r['spread']:.0%}" + (" !" if r["spread"] > NOISY else "")
+            table.add_row(kind, size, f"{r['forward_ms']:.2f}", f"{r['train_ms']:.2f}", _size(r["peak_bytes"]), ratio,
+                          spread)
         table.add_section()
-    console.print(table)
-    for kind in bench.LAYER_KINDS:
-        slope = bench.loglog_slope(rows[kind])
+    return table
+
+
+def _layer_summary(rows: dict[str, list[dict]], sizes: tuple[int, ...]) -> list[str]:
+    """The lines under the table: scaling slopes, AN's cost over the cheapest layer, and a warning
+    when timings were noisy."""
+    from annorm_cli import bench
+    lines = []
+    for kind, measured in rows.items():
+        slope = bench.loglog_slope(measured)
         text = f"{slope:.2f}" if slope is not None else "n/a (fewer than two sizes >= 64^2)"
-        console.print(f"log-log slope of fwd+bwd time vs pixels (sizes >= 64^2), {kind}: {text}")
+        lines.append(f"log-log slope of fwd+bwd time vs pixels (sizes >= 64^2), {kind}: {text}")
+    fast = {r["resolution"]: r for r in rows["an-fast"]}
     cheap = {r["resolution"]: r for r in rows["conv1x1+instnorm"]}
     ratios = [f"{res}^2 {fast[res]['train_ms'] / cheap[res]['train_ms']:.1f}x" for res in sizes
               if "train_ms" in fast.get(res, {}) and "train_ms" in cheap.get(res, {})]
-    console.print("AN-fast cost relative to conv1x1+InstanceNorm+residual (fwd+bwd): " + ", ".join(ratios))
+    lines.append("AN-fast cost relative to conv1x1+InstanceNorm+residual (fwd+bwd): " + ", ".join(ratios))
+    noisy = sum(r.get("spread", 0) > NOISY for measured in rows.values() for r in measured)
+    if noisy:
+        lines.append(f"warning: in {noisy} cell(s) (marked !) the timed runs spread more than {NOISY:.0%} "
+                     "(interquartile range over the median): something else used the cores; rerun on a quiet "
+                     "machine before comparing these numbers.")
+    return lines
 
 
 @app.command("generate")
