@@ -351,6 +351,50 @@ def test_truncation_statistics_are_kept_per_model_and_follow_its_weights():
     assert for_truncation(generator, 0.5, batches=2, batch=8) is not second
 
 
+def test_truncation_statistics_are_stored_on_disk_and_reused_bit_for_bit(tmp_path, monkeypatch):
+    import torch
+
+    from annorm_cli import weights
+    from annorm_cli.pipelines import generation
+    monkeypatch.setenv("ANNORM_CACHE", str(tmp_path / "cache"))
+    generator, _ = weights.load(None, None)
+    computed = generation.for_truncation(generator, 0.6, batches=2, batch=8)
+    stored = generation.standing_file(generator, 0.6, 2, 8)
+    assert stored.is_file() and list(stored.parent.iterdir()) == [stored]          # whole file, no temporaries
+    fresh, _ = weights.load(None, None)                                            # a new run: memory cache empty
+    import annorm_cli.models.class_conditional as models
+    monkeypatch.setattr(models, "standing_statistics", lambda *a, **k: pytest.fail("recomputed"))
+    loaded = generation.for_truncation(fresh, 0.6, batches=2, batch=8)
+    for (name, a), (_, b) in zip(computed.named_buffers(), loaded.named_buffers()):
+        assert torch.equal(a, b), name
+    z, labels = torch.randn(2, generator.config.z_dim), torch.tensor([0, 1])
+    with torch.no_grad():
+        assert torch.equal(computed(z, labels), loaded(z, labels))
+    assert generation.standing_file(generator, 0.5, 2, 8) != stored                # another truncation, another file
+
+
+def test_a_damaged_truncation_cache_is_recomputed_not_trusted(tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import save_file
+
+    from annorm_cli import weights
+    from annorm_cli.pipelines import generation
+    monkeypatch.setenv("ANNORM_CACHE", str(tmp_path / "cache"))
+    generator, _ = weights.load(None, None)
+    reference = generation.for_truncation(generator, 0.6, batches=2, batch=8)
+    stored = generation.standing_file(generator, 0.6, 2, 8)
+    name = next(n for n, _ in reference.named_buffers())
+    for damage in ({name: torch.zeros(3)}, {name: torch.full_like(dict(reference.named_buffers())[name], float("nan"))}):
+        save_file(damage, str(stored))
+        fresh, _ = weights.load(None, None)
+        again = generation.for_truncation(fresh, 0.6, batches=2, batch=8)
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(reference.named_buffers(), again.named_buffers()))
+    stored.write_bytes(b"not a safetensors file")
+    fresh, _ = weights.load(None, None)
+    again = generation.for_truncation(fresh, 0.6, batches=2, batch=8)
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(reference.named_buffers(), again.named_buffers()))
+
+
 # ----------------------------------------------------------------------------- malformed weights and checkpoints
 @pytest.fixture()
 def shipped_copy(tmp_path):

@@ -62,12 +62,60 @@ STANDING_SEEDS = 2 ** 31 - 4096   # latents of the standing statistics: seeds us
 _STANDING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # generator -> (key, prepared copy)
 
 
+def standing_file(generator: torch.nn.Module, truncation: float, batches: int, batch: int):
+    """Where the standing statistics of this generator (by its weights' bytes) and truncation are
+    kept between runs: annorm's cache folder (datasets.cache_dir), standing/<key>.safetensors."""
+    import hashlib
+
+    from annorm_cli.datasets import cache_dir
+    digest = hashlib.sha256(repr((float(truncation), batches, batch, STANDING_SEEDS)).encode())
+    for name, tensor in sorted(generator.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return cache_dir() / "standing" / f"{digest.hexdigest()[:32]}.safetensors"
+
+
+def _load_buffers(model: torch.nn.Module, path) -> bool:
+    """Copy the buffers stored at `path` into `model`; False (nothing changed) when the file is
+    missing, unreadable or does not hold exactly the model's buffers (names, shapes, dtypes), finite."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        stored = load_file(str(path))
+    except (OSError, SafetensorError, ValueError):
+        return False
+    own = dict(model.named_buffers())
+    if set(stored) != set(own) or any(stored[n].shape != own[n].shape or stored[n].dtype != own[n].dtype
+                                      or (stored[n].is_floating_point() and not stored[n].isfinite().all())
+                                      for n in own):
+        return False
+    for name, buffer in own.items():
+        buffer.copy_(stored[name])
+    model.eval()
+    return True
+
+
+def _save_buffers(model: torch.nn.Module, path) -> None:
+    """Store `model`'s buffers at `path` (whole file or none); a cache that cannot be written is skipped."""
+    from safetensors.torch import save
+
+    from annorm_cli.files import atomic_open
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = save({name: b.detach().cpu().contiguous() for name, b in model.named_buffers()})
+        with atomic_open(path) as handle:
+            handle.write(data)
+    except OSError:
+        pass
+
+
 def for_truncation(generator: torch.nn.Module, truncation: Optional[float], *, batches: int = 16,
                    batch: int = 64) -> torch.nn.Module:
     """The generator ready to sample latents truncated to |z| <= truncation, as BigGAN does: a copy
     whose batch-norm statistics are recomputed (standing statistics) over batches of such latents.
     With the statistics of full-variance latents, truncated latents shrink every activation and
-    images go dark and alike. No truncation: the generator itself."""
+    images go dark and alike. No truncation: the generator itself. Kept in memory per generator
+    and on disk (standing_file) across runs: computing them takes seconds."""
     if truncation is None:
         return generator
     key = (truncation, batches, batch, next(generator.parameters()).device,
@@ -78,13 +126,16 @@ def for_truncation(generator: torch.nn.Module, truncation: Optional[float], *, b
     import copy
 
     from annorm_cli.models.class_conditional import standing_statistics
-    config = generator.config
-    device = next(generator.parameters()).device
-    labels = torch.arange(batch) % config.n_classes                                          # [batch], balanced
-    draws = [(torch.stack([latent(STANDING_SEEDS + b * batch + i, config.z_dim, truncation)
-                           for i in range(batch)]).to(device), labels.to(device)) for b in range(batches)]
     prepared = copy.deepcopy(generator)
-    standing_statistics(prepared, draws)
+    stored = standing_file(generator, truncation, batches, batch)
+    if not _load_buffers(prepared, stored):
+        config = generator.config
+        device = next(generator.parameters()).device
+        labels = torch.arange(batch) % config.n_classes                                      # [batch], balanced
+        draws = [(torch.stack([latent(STANDING_SEEDS + b * batch + i, config.z_dim, truncation)
+                               for i in range(batch)]).to(device), labels.to(device)) for b in range(batches)]
+        standing_statistics(prepared, draws)
+        _save_buffers(prepared, stored)
     _STANDING[generator] = (key, prepared)          # one truncation per model kept: the page asks again and again
     return prepared
 
