@@ -33,6 +33,18 @@ def progress(description: str, total: Optional[int], *, quiet: bool = False) -> 
     yield advance
 
 
+@contextlib.contextmanager
+def working(description: str, *, quiet: bool = False) -> Iterator[None]:
+    """For a step of seconds without a count: a spinner on a terminal, erased when the step ends
+    (so an error after it is still the only line left); nothing elsewhere."""
+    if quiet or not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+    with Console(stderr=True).status(description):
+        yield
+
+
 def check_outputs(task: str, model: Optional[str], weights, overwrite: bool, **outputs) -> None:
     """Check result files (option name -> path or None) before any work is done: refuse the
     model's own weights or card (`--weights W.safetensors --json W.json` would replace the card

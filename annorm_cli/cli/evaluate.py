@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from annorm_cli.cli.common import check_max_side, check_outputs, progress
+from annorm_cli.cli.common import check_max_side, check_outputs, progress, working
 from annorm_cli.cli.errors import fail
 from annorm_cli.data import CIFAR10, CIFAR10_TEST_STATS, SCENES
 from annorm_cli.evaluate.inpainting import BASELINES, BUCKETS
@@ -67,7 +67,8 @@ def fid(
     else:
         from annorm_cli.evaluate.recognisability import class_samples
         generator, card = weight_files.load(model, weights)
-        images, labels = class_samples(generator, per_class, seed_offset=seed_offset, device=dev)
+        with progress("generating", per_class * generator.config.n_classes) as advance:
+            images, labels = class_samples(generator, per_class, seed_offset=seed_offset, device=dev, progress=advance)
         images = images.permute(0, 3, 1, 2)                                   # [N, 3, 32, 32] uint8
         source = f"{model or 'cifar10-an'} sha256 {card['sha256'][:12]}, seeds {seed_offset}-{seed_offset + per_class - 1} per class"
     with progress("inception features", len(images)) as advance:
@@ -149,14 +150,16 @@ def accuracy(
     if tuple(scorer.config.class_names) != tuple(names):
         raise fail(f"The classifier knows the classes {', '.join(scorer.config.class_names)}, "
                    f"not the generator's {', '.join(names)}; pass a matching --classifier.")
-    images, classes = class_samples(generator, per_class, seed_offset=seed_offset, truncation=truncation,
-                                    device=resolve_device(device))
-    samples = recognisability_report(scorer, images, classes, names)
-    reference = None
-    if real:
-        from annorm_cli.datasets import load_labelled_images
-        test = load_labelled_images(test_data, "test")
-        reference = recognisability_report(scorer, test.images, test.labels, names)
+    with progress("generating", per_class * n) as advance:
+        images, classes = class_samples(generator, per_class, seed_offset=seed_offset, truncation=truncation,
+                                        device=resolve_device(device), progress=advance)
+    with working("classifying"):
+        samples = recognisability_report(scorer, images, classes, names)
+        reference = None
+        if real:
+            from annorm_cli.datasets import load_labelled_images
+            test = load_labelled_images(test_data, "test")
+            reference = recognisability_report(scorer, test.images, test.labels, names)
     truncated = f", truncation {truncation}" if truncation else ""
     table = Table(title=f"class accuracy of {model or weights or 'cifar10-an'} samples "
                         f"({per_class} per class{truncated}, classifier {scorer_card['sha256'][:12]})")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from annorm_cli.cli.common import check_max_side, progress
+from annorm_cli.cli.common import check_max_side, progress, working
 from annorm_cli.cli.errors import fail
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -108,7 +108,10 @@ def inpaint_command(
             raise fail(f"Cannot create the output folder '{folder}' ({exc.strerror}).")
     with progress("inpainting", len(loaded), quiet=quiet or len(loaded) == 1) as advance:
         for photo, hole, target in loaded:
-            filled = inpaint_array(network, photo, hole, device=resolved, max_side=max_side, texture=texture, seed=seed)
+            with working(f"inpainting {photo.shape[1]}x{photo.shape[0]} px, {hole.mean():.0%} hole",
+                         quiet=quiet or len(loaded) > 1):
+                filled = inpaint_array(network, photo, hole, device=resolved, max_side=max_side, texture=texture,
+                                       seed=seed)
             grey = is_grey(photo)               # a grey photo comes back grey (known pixels: the same values)
             if grey:
                 filled = np.repeat(filled.mean(2, keepdims=True).round().astype(np.uint8), 3, axis=2)

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from annorm_cli.cli.common import working
 from annorm_cli.cli.errors import fail
 
 
@@ -36,16 +37,16 @@ def visualize_command(
         raise fail(f"--out '{out}' is a file; give a folder for the pictures.")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise fail(f"The output folder '{out}' is not empty; pass --overwrite or choose another --out.")
-    import numpy as np
-
-    from annorm_cli import pipelines, visualize
+    from annorm_cli import pipelines
     from annorm_cli import weights as weight_files
-    from annorm_cli.images import read_image, read_mask, save_png
+    from annorm_cli.images import read_image, read_mask
 
     if image is not None:
         network, _ = weight_files.load(model, weights, task="inpaint")
         photo = read_image(image)
-        result = pipelines.inpainting_layouts(network, photo, read_mask(mask, photo.shape[:2]))
+        hole = read_mask(mask, photo.shape[:2])
+        with working("inpainting and recording the layouts"):
+            result = pipelines.inpainting_layouts(network, photo, hole)
         scale = 1 if scale == 8 else scale
     else:
         generator, _ = weight_files.load(model, weights)
@@ -56,6 +57,18 @@ def visualize_command(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise fail(f"Cannot create the output folder '{out}' ({exc.strerror}).")
+    with working("drawing the pictures"):
+        _write_pictures(out, picture, result, top_k, scale)
+    typer.echo(f"wrote layouts of {len(result.layouts)} AN layer(s) to {out}/ (contact-sheet.png, layouts.npz)",
+               err=True)
+
+
+def _write_pictures(out: Path, picture, result, top_k: int, scale: int) -> None:
+    """image.png, per AN layer the hard layout, blend and heat maps, the contact sheet, layouts.npz."""
+    import numpy as np
+
+    from annorm_cli import visualize
+    from annorm_cli.images import save_png
     save_png(picture, out / "image.png")
     for name, layout in result.layouts.items():
         tag = name.replace(".", "_")
@@ -69,5 +82,3 @@ def visualize_command(
     arrays = {f"{n}/layout": s for n, s in result.layouts.items()}
     arrays.update({f"{n}/logits": l for n, l in result.logits.items()})
     np.savez_compressed(out / "layouts.npz", layer_names=np.array(list(result.layouts)), **arrays)
-    typer.echo(f"wrote layouts of {len(result.layouts)} AN layer(s) to {out}/ (contact-sheet.png, layouts.npz)",
-               err=True)

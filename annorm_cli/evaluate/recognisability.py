@@ -27,14 +27,16 @@ def per_class_report(counts: torch.Tensor, class_names: list[str]) -> list[dict]
 
 
 def class_samples(generator: torch.nn.Module, per_class: int, *, seed_offset: int = 0,
-                  truncation: Optional[float] = None,
-                  device: torch.device = torch.device("cpu")) -> tuple[torch.Tensor, torch.Tensor]:
+                  truncation: Optional[float] = None, device: torch.device = torch.device("cpu"),
+                  progress=None) -> tuple[torch.Tensor, torch.Tensor]:
     """`per_class` samples of every class, seeds seed_offset ... seed_offset + per_class - 1 (the same
-    for every class): images [n_classes * per_class, H, W, 3] uint8 and their classes [n_classes * per_class]."""
+    for every class): images [n_classes * per_class, H, W, 3] uint8 and their classes [n_classes * per_class].
+    `progress(n)` is called as images are made."""
     from annorm_cli.pipelines import generate_images
     classes = torch.arange(generator.config.n_classes).repeat_interleave(per_class)
     seeds = [seed_offset + s for s in range(per_class)] * generator.config.n_classes
-    images = generate_images(generator, classes.tolist(), seeds, truncation=truncation, device=device)
+    images = generate_images(generator, classes.tolist(), seeds, truncation=truncation, device=device,
+                             progress=progress)
     return torch.from_numpy(images), classes
 
 
