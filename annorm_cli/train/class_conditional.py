@@ -289,12 +289,9 @@ def train(options: TrainOptions, model_config: ClassConditionalConfig, run_dir: 
             info.update(fid_of_samples(generator, fid_monitor, options.fid_per_class))
         return info
 
-    common.run_loop(
-        state, lambda: train_step(state, data, device, world), steps=options.steps, log_every=options.log_every,
-        sample_every=options.sample_every, checkpoint_minutes=options.checkpoint_minutes,
-        images_per_step=options.batch_size * options.d_steps, run_dir=run_dir, world=world,
-        save_fn=lambda name: state.save(run_dir, world, name), sample_fn=samples, on_event=on_event,
-        keep_every=options.keep_every)
+    common.run_loop(state, lambda: train_step(state, data, device, world), options=options,
+                    images_per_step=options.batch_size * options.d_steps, run_dir=run_dir, world=world,
+                    on_event=on_event, sample_fn=samples)
     return state
 
 

@@ -43,6 +43,9 @@ class ClassifierRun:
                 "options": dataclasses.asdict(self.options), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict()}
 
+    def save(self, run_dir: Path, world: common.World, name: str) -> None:
+        common.atomic_save(self.checkpoint(), Path(run_dir) / name)
+
     def restore(self, saved: dict) -> None:
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -89,14 +92,10 @@ def train(options: ClassifierOptions, run_dir: Path, *, resume: Optional[dict] =
         run.restore(resume)
     run_dir = Path(run_dir)
     common.prepare_run_dir(run_dir)
-    world = common.World()
     on_event("start", {"step": run.step, "steps": options.steps, "precision": "fp32", "world": 1,
                        "images": len(data.labels)})
-    common.run_loop(run, lambda: train_step(run, data), steps=options.steps, log_every=options.log_every,
-                    sample_every=10 ** 12, checkpoint_minutes=options.checkpoint_minutes,
-                    images_per_step=options.batch_size, run_dir=run_dir, world=world,
-                    save_fn=lambda name: common.atomic_save(run.checkpoint(), run_dir / name),
-                    sample_fn=lambda: {}, on_event=on_event)
+    common.run_loop(run, lambda: train_step(run, data), options=options, images_per_step=options.batch_size,
+                    run_dir=run_dir, world=common.World(), on_event=on_event)
     return run
 
 

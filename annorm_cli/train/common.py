@@ -283,17 +283,18 @@ class StopFlag:
                 signal.signal(sig, old)
 
 
-def run_loop(state, step_fn: Callable[[], dict], *, steps: int, log_every: int, sample_every: int,
-             checkpoint_minutes: float, images_per_step: int, run_dir: Path, world: World,
-             save_fn: Callable[[str], None], sample_fn: Callable[[], dict],
-             on_event: Callable[[str, dict], None], keep_every: int = 0) -> bool:
-    """The loop every trainer shares: step until `steps` or Ctrl-C / SIGTERM, log (log.jsonl +
-    events), write samples and atomic checkpoints on schedule, and a final checkpoint.
-    `sample_fn` returns what it wrote ({"path": ...} and any scores), logged with the step.
-    `save_fn(name)` writes the checkpoint under that file name in the run folder: checkpoint.pt,
-    and every `keep_every` steps also `checkpoint-STEP.pt`, kept, so that a checkpoint whose
-    samples scored best can be exported later.
-    `state` needs `.step` and `.wall_time`; returns True if stopped by a signal."""
+def run_loop(state, step_fn: Callable[[], dict], *, options, images_per_step: int, run_dir: Path, world: World,
+             on_event: Callable[[str, dict], None], sample_fn: Optional[Callable[[], dict]] = None) -> None:
+    """The loop every trainer shares, top to bottom: step until `options.steps` or Ctrl-C /
+    SIGTERM; every `options.log_every` steps a log line (log.jsonl and an event); every
+    `options.sample_every` steps `sample_fn()` (what it wrote, {"path": ...} and any scores,
+    logged with the step); every `options.keep_every` steps a kept checkpoint-STEP.pt (to export
+    the one whose samples scored best); checkpoint.pt every `options.checkpoint_minutes` and at
+    the end. `state` has .step, .wall_time and .save(run_dir, world, name) (atomic). Raises
+    Interrupted after the final checkpoint when a signal stopped it."""
+    steps, log_every = options.steps, options.log_every
+    sample_every = getattr(options, "sample_every", 0) if sample_fn is not None else 0
+    keep_every = getattr(options, "keep_every", 0)
     stop = StopFlag()
     last_checkpoint = time.monotonic()
     window_start, window_steps = time.monotonic(), 0
@@ -313,22 +314,21 @@ def run_loop(state, step_fn: Callable[[], dict], *, steps: int, log_every: int, 
                     with open(Path(run_dir) / "log.jsonl", "a") as log:
                         log.write(json.dumps(info) + "\n")
                 on_event("log", info)
-            if world.is_main and state.step % sample_every == 0:
+            if world.is_main and sample_every and state.step % sample_every == 0:
                 info = {"step": state.step, **sample_fn()}
                 with open(Path(run_dir) / "log.jsonl", "a") as log:
                     log.write(json.dumps(info) + "\n")
                 on_event("samples", info)
             if keep_every and state.step % keep_every == 0:
                 kept = f"checkpoint-{state.step:07d}.pt"
-                save_fn(kept)
+                state.save(run_dir, world, kept)
                 on_event("checkpoint", {"step": state.step, "kept": kept})
-            if time.monotonic() - last_checkpoint > checkpoint_minutes * 60:
-                save_fn(CHECKPOINT_NAME)
+            if time.monotonic() - last_checkpoint > options.checkpoint_minutes * 60:
+                state.save(run_dir, world, CHECKPOINT_NAME)
                 last_checkpoint = time.monotonic()
                 on_event("checkpoint", {"step": state.step})
-    save_fn(CHECKPOINT_NAME)
+    state.save(run_dir, world, CHECKPOINT_NAME)
     on_event("stop", {"step": state.step, "interrupted": stop.requested})
     finish_distributed(world)
     if stop.requested:
         raise Interrupted(stop.signum)              # the checkpoint is written; the CLI exits 128 + signum
-    return False

@@ -229,11 +229,9 @@ def train(options: InpaintOptions, config: InpaintConfig, run_dir: Path, *, devi
         strip = sample_strip(copy.deepcopy(state.ema.model).cpu(), preview, options.crop)
         return {"path": str(save_png(strip, run_dir / f"samples-{state.step:07d}.png"))}
 
-    common.run_loop(state, lambda: train_step(state, photos, device, world), steps=options.steps,
-                    log_every=options.log_every, sample_every=options.sample_every,
-                    checkpoint_minutes=options.checkpoint_minutes, images_per_step=options.batch_size,
-                    run_dir=run_dir, world=world, save_fn=lambda name: state.save(run_dir, world, name),
-                    sample_fn=sample, on_event=on_event, keep_every=options.keep_every)
+    common.run_loop(state, lambda: train_step(state, photos, device, world), options=options,
+                    images_per_step=options.batch_size, run_dir=run_dir, world=world, on_event=on_event,
+                    sample_fn=sample)
     return state
 
 
