@@ -14,7 +14,10 @@ from typing import BinaryIO, Iterator
 def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """`with atomic_open(path) as handle: handle.write(...)`: the file appears, whole, on success."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as exc:                      # name the file the user asked for, not the temporary
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle

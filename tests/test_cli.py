@@ -274,6 +274,7 @@ def test_interpolation_strip_and_gif(tiny_weights, tmp_path, capsys):
 def test_usage_errors_exit_2_without_traceback(capsys, args):
     code, out, err = annorm(capsys, *args)
     assert code == 2 and "Traceback" not in out + err and ("No such" in err or "Invalid value" in err)
+    assert err.startswith("annorm: error: ") and len(err.strip().splitlines()) == 1       # one sentence
 
 
 def test_options_typed_on_the_command_line_are_detected():

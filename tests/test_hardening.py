@@ -498,3 +498,39 @@ def test_readable_pictures_a_wrapped_one_class_grid_and_labelled_compare(photo_a
     with Image.open(tmp_path / "f-compare.png") as strip:
         band = np.asarray(strip.convert("L"))[:16]
         assert strip.size == (2 * 42 + 2, 34 + 2 + 16) and (band < 128).any()   # a white band with dark text
+
+
+@pytest.mark.parametrize("args, words", [
+    (["visualize-layout", "--class", "cat", "--scale", "100000"], "--scale must be from 1 to 64"),
+    (["train", "class", "--threads", "0", "--steps", "1"], "--threads must be a positive integer"),
+    (["bench", "layer", "--threads", "-2"], "--threads must be a positive integer"),
+    (["models", "--bogus"], "No such option: --bogus. See 'annorm models --help'"),
+])
+def test_more_bad_numbers_are_one_sentence_before_any_work(tmp_path, capsys, monkeypatch, args, words):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = annorm(capsys, *args, *(["--out", str(tmp_path / "out")] if args[0] in ("visualize-layout", "train")
+                                           else []))
+    _one_sentence(code, err, words)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_visualize_layout_refuses_pictures_above_the_pixel_limit_before_inpainting(tmp_path, capsys, monkeypatch):
+    from annorm_cli import pipelines
+    monkeypatch.setattr(pipelines, "inpainting_layouts", lambda *a, **k: pytest.fail("worked before checking"))
+    Image.fromarray(np.zeros((400, 600, 3), np.uint8)).save(tmp_path / "p.png")
+    hole = np.zeros((400, 600), np.uint8)
+    hole[100:200, 100:200] = 255
+    Image.fromarray(hole).save(tmp_path / "m.png")
+    code, _, err = annorm(capsys, "visualize-layout", "--image", tmp_path / "p.png", "--mask", tmp_path / "m.png",
+                          "--scale", "20", "--out", tmp_path / "out")
+    _one_sentence(code, err, "--scale 20 would make 12000x8000 px pictures, above the limit of 50,000,000 pixels")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_write_into_a_missing_folder_names_the_file_not_its_temporary(tmp_path):
+    from annorm_cli.files import atomic_open
+    target = tmp_path / "missing" / "o.png"
+    with pytest.raises(OSError) as caught:
+        with atomic_open(target):
+            pass
+    assert caught.value.filename == str(target)

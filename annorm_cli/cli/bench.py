@@ -5,6 +5,7 @@ from typing import Optional
 
 import typer
 
+from annorm_cli.cli.common import set_threads
 from annorm_cli.cli.errors import fail
 
 app = typer.Typer(no_args_is_help=True, help="Benchmarks that print tables (layer, generate, inpaint, serve).")
@@ -43,6 +44,7 @@ def bench_layer(
     from annorm_cli import bench
     from annorm_cli.device import resolve_device
 
+    set_threads(threads)
     dev = resolve_device(device)
     config = bench.LayerBenchConfig(resolutions=sizes, channels=channels, entities=entities, batch=batch,
                                     device=str(dev), max_bytes=max_memory_gb * 1e9, threads=threads)
@@ -133,8 +135,7 @@ def bench_generate(
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     dev = resolve_device(device)
     generator, card = weight_files.load(model, weights)
     rows = bench.time_generate(generator, sizes, dev, images)
@@ -178,6 +179,7 @@ def bench_inpaint(
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
 
+    set_threads(threads)
     path, _ = weight_files.resolve(model, weights, task="inpaint")
     dev = resolve_device(device)
     table = Table(title=f"inpaint: {path.name}, {dev}" + ("" if texture else ", no texture step"))
@@ -271,8 +273,7 @@ def bench_train_step(
 
     from annorm_cli.models import ClassConditionalConfig
     from annorm_cli.train import profiling
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     config = ClassConditionalConfig()
     options = profiling.options_for(batch_size, d_steps)
     shares = profiling.profile_shares(config, options)

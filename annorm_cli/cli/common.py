@@ -79,6 +79,16 @@ def check_finite(**values: Optional[float]) -> None:
             raise fail(f"--{name.replace('_', '-')} must be a finite number, got {value}.")
 
 
+def set_threads(threads: Optional[int]) -> None:
+    """Use `threads` CPU threads (None: torch's choice); refuse zero or fewer."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise fail(f"--threads must be a positive integer, got {threads}.")
+    import torch
+    torch.set_num_threads(threads)
+
+
 def check_max_side(max_side: Optional[int]) -> None:
     if max_side is not None and max_side < 16:
         raise fail(f"--max-side must be at least 16, got {max_side}.")

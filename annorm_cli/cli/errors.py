@@ -40,8 +40,11 @@ def run_guarded(app: typer.Typer, args: list[str] | None = None) -> int:
         return 2
     except Exception as exc:
         # click's usage errors (typer vendors click from 0.2x on, so match by shape, not class)
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
+        if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            ctx = getattr(exc, "ctx", None)
+            hint = f" See '{ctx.command_path} --help'." if ctx is not None else ""
+            message = " ".join(exc.format_message().split())             # one line
+            typer.echo(f"annorm: error: {message.rstrip('.')}.{hint}", err=True)
             return exc.exit_code
         raise
     if result == INTERRUPTED:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from annorm_cli.cli.common import check_finite
+from annorm_cli.cli.common import check_finite, set_threads
 from annorm_cli.cli.errors import fail
 from annorm_cli.data import CIFAR10
 from annorm_cli.train.options import InpaintOptions, TrainOptions, options_from
@@ -164,8 +164,7 @@ def train_class(
     from annorm_cli.train import class_conditional as trainer
     from annorm_cli.train.common import load_checkpoint
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     resolved = resolve_device(device)
     if resolved.type == "cuda" and "WORLD_SIZE" in os.environ:
@@ -236,8 +235,6 @@ def train_inpaint(
         raise fail(f"--crop must be a multiple of 4 and at least 16, got {crop}.")
     if precision not in ("fp32", "bf16"):
         raise fail(f"Unknown precision '{precision}'; choose fp32 or bf16.")
-    import torch
-
     from annorm_cli.device import resolve_device
     from annorm_cli.models.inpainting import InpaintConfig
     from annorm_cli.train import inpainting as trainer
@@ -248,8 +245,7 @@ def train_inpaint(
                    f"{', '.join(trainer.RECONSTRUCTION_LOSSES)}.")
     if not 0 <= object_masks <= 1:
         raise fail(f"--object-masks is a share from 0 to 1, got {object_masks}.")
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     saved = load_checkpoint(resume, task="inpaint") if resume else None
     options = options_from(InpaintOptions, ctx.params)
     config = InpaintConfig(channels=channels, attention=attention, skips=skips, quarter_channels=quarter_channels,
@@ -284,13 +280,10 @@ def train_classifier(
     check_finite(lr=lr)
     if min(steps, batch_size) < 1 or not lr > 0:
         raise fail("--steps and --batch-size must be positive integers and --lr positive.")
-    import torch
-
     from annorm_cli.train import classifier as trainer
     from annorm_cli.train.common import load_checkpoint
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     saved = load_checkpoint(resume, task="classifier") if resume else None
     options = trainer.ClassifierOptions(data=str(data), steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     trainer.train(options, out, resume=saved, on_event=_Reporter(quiet, True))

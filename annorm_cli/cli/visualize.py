@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from annorm_cli.cli.common import working
+from annorm_cli.cli.generate import MAX_SCALE
 from annorm_cli.cli.errors import fail
 
 
@@ -33,6 +34,8 @@ def visualize_command(
         raise fail("Give either --class (generator) or --image and --mask (inpainting), not both.")
     if top_k < 1 or scale < 1 or seed < 0:
         raise fail("--top-k and --scale must be positive and --seed non-negative.")
+    if scale > MAX_SCALE:
+        raise fail(f"--scale must be from 1 to {MAX_SCALE}, got {scale}.")
     if out.exists() and not out.is_dir():
         raise fail(f"--out '{out}' is a file; give a folder for the pictures.")
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -45,9 +48,10 @@ def visualize_command(
         network, _ = weight_files.load(model, weights, task="inpaint")
         photo = read_image(image)
         hole = read_mask(mask, photo.shape[:2])
+        scale = 1 if scale == 8 else scale                  # photos are shown at their own size by default
+        _check_picture_size(photo.shape[:2], scale)
         with working("inpainting and recording the layouts"):
             result = pipelines.inpainting_layouts(network, photo, hole)
-        scale = 1 if scale == 8 else scale
     else:
         generator, _ = weight_files.load(model, weights)
         index = pipelines.class_index(class_name or 0, generator.config.class_names)
@@ -61,6 +65,14 @@ def visualize_command(
         _write_pictures(out, picture, result, top_k, scale)
     typer.echo(f"wrote layouts of {len(result.layouts)} AN layer(s) to {out}/ (contact-sheet.png, layouts.npz)",
                err=True)
+
+
+def _check_picture_size(size: tuple[int, int], scale: int) -> None:
+    """Refuse a --scale whose pictures would exceed the pixel limit every command keeps."""
+    from annorm_cli.images import MAX_PIXELS
+    if size[0] * size[1] * scale ** 2 > MAX_PIXELS:
+        raise fail(f"--scale {scale} would make {size[1] * scale}x{size[0] * scale} px pictures, above the limit "
+                   f"of {MAX_PIXELS:,} pixels; choose a smaller --scale.")
 
 
 def _write_pictures(out: Path, picture, result, top_k: int, scale: int) -> None:
