@@ -50,7 +50,6 @@ def fid(
     check_outputs("class-conditional", model, weights, overwrite, json=json_out)
     import time
 
-    import torch
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
     from annorm_cli.evaluate import fid as fid_lib
@@ -58,19 +57,7 @@ def fid(
     dev = resolve_device(device)
     network = fid_lib.load_inception(dev)
     started = time.time()
-    if real is not None:
-        from annorm_cli.datasets import load_labelled_images
-        data = load_labelled_images(real, real_split)
-        picks = torch.cat([torch.nonzero(data.labels == c).flatten()[:per_class] for c in range(len(data.class_names))])
-        images, labels = data.images[picks], data.labels[picks]
-        source = f"{real}:{real_split} (first {per_class} per class)"
-    else:
-        from annorm_cli.evaluate.recognisability import class_samples
-        generator, card = weight_files.load(model, weights)
-        with progress("generating", per_class * generator.config.n_classes) as advance:
-            images, labels = class_samples(generator, per_class, seed_offset=seed_offset, device=dev, progress=advance)
-        images = images.permute(0, 3, 1, 2)                                   # [N, 3, 32, 32] uint8
-        source = f"{model or 'cifar10-an'} sha256 {card['sha256'][:12]}, seeds {seed_offset}-{seed_offset + per_class - 1} per class"
+    images, labels, source = _fid_images(real, real_split, per_class, model, weights, seed_offset, dev)
     with progress("inception features", len(images)) as advance:
         features = fid_lib.inception_features(images, network, batch_size=batch_size, progress=advance)
     per_class_reference = None
@@ -86,16 +73,7 @@ def fid(
         typer.echo(f"intra-FID {result['intra_fid']:.2f} (mean over {len(per_class_reference)} classes, "
                    f"{per_class} samples each vs that class's test images)")
     if classifier:
-        from annorm_cli.errors import WeightsError
-        try:
-            scorer, scorer_card = weight_files.load_classifier(classifier)
-        except WeightsError as exc:
-            typer.echo(f"class accuracy skipped: {exc}", err=True)
-        else:
-            from annorm_cli.evaluate.recognisability import class_accuracy
-            result.update(class_accuracy(scorer, images, labels))
-            result["classifier"] = {"sha256": scorer_card["sha256"], **scorer_card.get("metrics", {})}
-            typer.echo(f"class accuracy {result['class_accuracy']:.3f} (classifier {scorer_card['sha256'][:12]})")
+        _add_class_accuracy(result, classifier, images, labels)
     result["seconds"] = round(time.time() - started, 1)
     if record and real is None:
         import sys
@@ -103,6 +81,40 @@ def fid(
         weight_files.record_metrics(card_path, fid_lib.card_entries(result, "annorm " + " ".join(sys.argv[1:])))
     if json_out:
         write_json(json_out, result)
+
+
+def _fid_images(real, real_split: str, per_class: int, model, weights, seed_offset: int, device):
+    """(images [N, 3, 32, 32] uint8, labels [N], a description): the first `per_class` real images
+    of every class of --real, or `per_class` samples of every class from seeds seed_offset ..."""
+    import torch
+    if real is not None:
+        from annorm_cli.datasets import load_labelled_images
+        data = load_labelled_images(real, real_split)
+        picks = torch.cat([torch.nonzero(data.labels == c).flatten()[:per_class] for c in range(len(data.class_names))])
+        return data.images[picks], data.labels[picks], f"{real}:{real_split} (first {per_class} per class)"
+    from annorm_cli import weights as weight_files
+    from annorm_cli.evaluate.recognisability import class_samples
+    generator, card = weight_files.load(model, weights)
+    with progress("generating", per_class * generator.config.n_classes) as advance:
+        images, labels = class_samples(generator, per_class, seed_offset=seed_offset, device=device, progress=advance)
+    return (images.permute(0, 3, 1, 2), labels, f"{model or 'cifar10-an'} sha256 {card['sha256'][:12]}, "
+            f"seeds {seed_offset}-{seed_offset + per_class - 1} per class")
+
+
+def _add_class_accuracy(result: dict, classifier: str, images, labels) -> None:
+    """Class accuracy of the images by `classifier` into `result` (printed); a classifier that
+    cannot be loaded skips it with a line on stderr."""
+    from annorm_cli import weights as weight_files
+    from annorm_cli.errors import WeightsError
+    from annorm_cli.evaluate.recognisability import class_accuracy
+    try:
+        scorer, scorer_card = weight_files.load_classifier(classifier)
+    except WeightsError as exc:
+        typer.echo(f"class accuracy skipped: {exc}", err=True)
+        return
+    result.update(class_accuracy(scorer, images, labels))
+    result["classifier"] = {"sha256": scorer_card["sha256"], **scorer_card.get("metrics", {})}
+    typer.echo(f"class accuracy {result['class_accuracy']:.3f} (classifier {scorer_card['sha256'][:12]})")
 
 
 @app.command("accuracy")
@@ -136,7 +148,6 @@ def accuracy(
     if real and not test_data.exists():                 # every input path is checked before any work
         raise fail(f"Test data '{test_data}' not found; pass --test-data (or set ANNORM_DATA) or --no-real.")
     from rich.console import Console
-    from rich.table import Table
 
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
@@ -161,8 +172,21 @@ def accuracy(
             test = load_labelled_images(test_data, "test")
             reference = recognisability_report(scorer, test.images, test.labels, names)
     truncated = f", truncation {truncation}" if truncation else ""
-    table = Table(title=f"class accuracy of {model or weights or 'cifar10-an'} samples "
-                        f"({per_class} per class{truncated}, classifier {scorer_card['sha256'][:12]})")
+    table = _accuracy_table(samples, reference, f"class accuracy of {model or weights or 'cifar10-an'} samples "
+                            f"({per_class} per class{truncated}, classifier {scorer_card['sha256'][:12]})")
+    overall = sum(row["accuracy"] for row in samples) / n
+    Console().print(table)
+    if json_out:
+        write_json(json_out, {"model_sha256": card["sha256"], "steps": card.get("steps"), "per_class": per_class,
+                              "seed_offset": seed_offset, "truncation": truncation, "accuracy": overall,
+                              "samples": samples, "real_test_images": reference,
+                              "classifier_sha256": scorer_card["sha256"]})
+
+
+def _accuracy_table(samples: list[dict], reference: Optional[list[dict]], title: str):
+    """The rich table of `evaluate accuracy`: per class and overall, samples beside real test images."""
+    from rich.table import Table
+    table = Table(title=title)
     for column in ("class", "samples called it", "mistaken most for", "real test images called it",
                    "spread: samples", "spread: real"):
         table.add_column(column)
@@ -171,16 +195,11 @@ def accuracy(
         table.add_row(row["class"], f"{row['accuracy']:.1%}", mistaken,
                       f"{reference[c]['accuracy']:.1%}" if reference else "-", f"{row['spread']:.1f}",
                       f"{reference[c]['spread']:.1f}" if reference else "-")
-    mean = lambda rows, key: sum(row[key] for row in rows) / n  # noqa: E731
-    overall = mean(samples, "accuracy")
-    table.add_row("all", f"{overall:.1%}", "", f"{mean(reference, 'accuracy'):.1%}" if reference else "-",
+    mean = lambda rows, key: sum(row[key] for row in rows) / len(rows)  # noqa: E731
+    table.add_row("all", f"{mean(samples, 'accuracy'):.1%}", "",
+                  f"{mean(reference, 'accuracy'):.1%}" if reference else "-",
                   f"{mean(samples, 'spread'):.1f}", f"{mean(reference, 'spread'):.1f}" if reference else "-")
-    Console().print(table)
-    if json_out:
-        write_json(json_out, {"model_sha256": card["sha256"], "steps": card.get("steps"), "per_class": per_class,
-                              "seed_offset": seed_offset, "truncation": truncation, "accuracy": overall,
-                              "samples": samples, "real_test_images": reference,
-                              "classifier_sha256": scorer_card["sha256"]})
+    return table
 
 
 @app.command("inpaint")
@@ -226,14 +245,7 @@ def inpaint(
 
     check_max_side(max_side)
     check_outputs("inpaint", model, weights, overwrite, json=json_out, compare_out=compare_out)
-    chosen = [b.strip() for b in buckets.split(",") if b.strip()]
-    methods = [m.strip() for m in baselines.split(",") if m.strip()]
-    if not chosen or any(b not in BUCKETS for b in chosen):
-        raise fail(f"--buckets takes a comma-separated list of {', '.join(BUCKETS)}; got '{buckets}'.")
-    if any(m not in BASELINES for m in methods):
-        raise fail(f"--baselines takes a comma-separated list of {', '.join(BASELINES)}; got '{baselines}'.")
-    if masks_per_photo < 1:
-        raise fail(f"--masks-per-photo must be at least 1, got {masks_per_photo}.")
+    chosen, methods = _inpaint_choices(buckets, baselines, masks_per_photo)
     if record and (attention_off or not texture or not match):
         raise fail("--record writes the model's own metrics; it cannot be combined with --attention-off, --no-texture or --no-match.")
     network, card = weight_files.load(model, weights, task="inpaint")
@@ -267,12 +279,32 @@ def inpaint(
                               "buckets": summary,
                               "per_fill": {b: r.scores for b, r in results.items()}})
     if record:
-        import sys
-        _, card_path = weight_files.resolve(model, weights, task="inpaint")
-        weight_files.record_metrics(card_path, {"inpaint_eval": {
-            "photos": "held-out list" if photos is None else str(photos), "n_photos": len(loaded),
-            "masks_per_photo": masks_per_photo, "buckets": summary, "protocol": "annorm_cli/evaluate/inpainting.py",
-            "command": "annorm " + " ".join(sys.argv[1:])}})
+        _record_inpaint(model, weights, photos, len(loaded), masks_per_photo, summary)
+
+
+def _inpaint_choices(buckets: str, baselines: str, masks_per_photo: int) -> tuple[list[str], list[str]]:
+    """The buckets and baselines asked for, checked."""
+    chosen = [b.strip() for b in buckets.split(",") if b.strip()]
+    methods = [m.strip() for m in baselines.split(",") if m.strip()]
+    if not chosen or any(b not in BUCKETS for b in chosen):
+        raise fail(f"--buckets takes a comma-separated list of {', '.join(BUCKETS)}; got '{buckets}'.")
+    if any(m not in BASELINES for m in methods):
+        raise fail(f"--baselines takes a comma-separated list of {', '.join(BASELINES)}; got '{baselines}'.")
+    if masks_per_photo < 1:
+        raise fail(f"--masks-per-photo must be at least 1, got {masks_per_photo}.")
+    return chosen, methods
+
+
+def _record_inpaint(model, weights, photos, n_photos: int, masks_per_photo: int, summary: dict) -> None:
+    """The tables into the model's card (metrics.inpaint_eval), with the command that made them."""
+    import sys
+
+    from annorm_cli import weights as weight_files
+    _, card_path = weight_files.resolve(model, weights, task="inpaint")
+    weight_files.record_metrics(card_path, {"inpaint_eval": {
+        "photos": "held-out list" if photos is None else str(photos), "n_photos": n_photos,
+        "masks_per_photo": masks_per_photo, "buckets": summary, "protocol": "annorm_cli/evaluate/inpainting.py",
+        "command": "annorm " + " ".join(sys.argv[1:])}})
 
 
 def inpaint_table(bucket: str, rows: dict, n_photos: int, masks_per_photo: int):

@@ -69,6 +69,35 @@ def inpaint_command(
         raise fail(f"--dilate must be zero or positive, got {dilate}.")
     check_max_side(max_side)
     jobs = _pairs(image, mask, out)
+    _check_targets(jobs, compare, overwrite)
+    from annorm_cli import weights as weight_files
+    from annorm_cli.device import resolve_device
+    from annorm_cli.pipelines import inpaint_array, inpaint_text
+
+    resolved = resolve_device(device)
+    network, card = weight_files.load(model, weights, task="inpaint")
+    loaded = _read_jobs(jobs, dilate, invert_mask, large_hole)     # everything read and checked before any write
+    for folder in {t.parent for _, _, t in loaded}:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise fail(f"Cannot create the output folder '{folder}' ({exc.strerror}).")
+    with progress("inpainting", len(loaded), quiet=quiet or len(loaded) == 1) as advance:
+        for photo, hole, target in loaded:
+            with working(f"inpainting {photo.shape[1]}x{photo.shape[0]} px, {hole.mean():.0%} hole",
+                         quiet=quiet or len(loaded) > 1):
+                filled = inpaint_array(network, photo, hole, device=resolved, max_side=max_side, texture=texture,
+                                       seed=seed)
+            _write_fill(photo, hole, filled, target, compare, inpaint_text(model or "scenes-inpaint-an", card["sha256"]))
+            advance(1)
+    if not quiet:
+        typer.echo(f"wrote {len(loaded)} inpainted image(s)" + (f" to {loaded[0][2].parent}/" if len(loaded) > 1
+                                                                else f": {loaded[0][2]}"), err=True)
+
+
+def _check_targets(jobs: list, compare: bool, overwrite: bool) -> None:
+    """Refuse outputs that are not .png, that are one of the inputs or a folder, or that exist
+    without --overwrite."""
     for _, _, target in jobs:
         if target.suffix.lower() != ".png":
             raise fail(f"'{target}' must be a .png: keeping the pixels outside the hole bit-identical needs a lossless format.")
@@ -82,17 +111,13 @@ def inpaint_command(
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         raise fail(f"'{existing[0]}' already exists; pass --overwrite or choose another --out.")
-    import numpy as np
 
-    from annorm_cli import weights as weight_files
-    from annorm_cli.device import resolve_device
-    from annorm_cli.images import is_grey, label_columns, make_grid, read_image, read_mask, save_png
-    from annorm_cli.pipelines import inpaint_array, inpaint_text
 
-    resolved = resolve_device(device)
-    network, card = weight_files.load(model, weights, task="inpaint")
+def _read_jobs(jobs: list, dilate: int, invert_mask: bool, large_hole: bool) -> list:
+    """[(photo [H, W, 3] uint8, hole [H, W] bool, target)] for every job, each hole checked."""
+    from annorm_cli.images import read_image, read_mask
     loaded = []
-    for photo_path, mask_path, target in jobs:      # read and check everything before writing anything
+    for photo_path, mask_path, target in jobs:
         photo = read_image(photo_path)
         hole = read_mask(mask_path, photo.shape[:2], dilate, invert=invert_mask)
         if hole.all():
@@ -101,27 +126,20 @@ def inpaint_command(
             raise fail(f"The mask '{mask_path}' marks {hole.mean():.0%} of the photo as hole; if it is black on white, "
                        "pass --invert-mask, or --large-hole to fill it anyway.")
         loaded.append((photo, hole, target))
-    for folder in {t.parent for _, _, t in loaded}:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise fail(f"Cannot create the output folder '{folder}' ({exc.strerror}).")
-    with progress("inpainting", len(loaded), quiet=quiet or len(loaded) == 1) as advance:
-        for photo, hole, target in loaded:
-            with working(f"inpainting {photo.shape[1]}x{photo.shape[0]} px, {hole.mean():.0%} hole",
-                         quiet=quiet or len(loaded) > 1):
-                filled = inpaint_array(network, photo, hole, device=resolved, max_side=max_side, texture=texture,
-                                       seed=seed)
-            grey = is_grey(photo)               # a grey photo comes back grey (known pixels: the same values)
-            if grey:
-                filled = np.repeat(filled.mean(2, keepdims=True).round().astype(np.uint8), 3, axis=2)
-            save_png(filled[..., 0] if grey else filled, target,
-                     text=inpaint_text(model or "scenes-inpaint-an", card["sha256"]))
-            if compare:
-                shown = np.where(hole[..., None], np.uint8(255), photo)
-                strip = label_columns(make_grid(np.stack([shown, filled]), 2), ["input (hole in white)", "filled"])
-                save_png(strip, target.with_name(target.stem + "-compare.png"))
-            advance(1)
-    if not quiet:
-        typer.echo(f"wrote {len(loaded)} inpainted image(s)" + (f" to {loaded[0][2].parent}/" if len(loaded) > 1
-                                                                else f": {loaded[0][2]}"), err=True)
+    return loaded
+
+
+def _write_fill(photo, hole, filled, target: Path, compare: bool, text: dict) -> None:
+    """The filled photo as PNG (a grey photo stays grey: its known pixels keep their values), and
+    with `compare` a labelled before/after strip beside it."""
+    import numpy as np
+
+    from annorm_cli.images import is_grey, label_columns, make_grid, save_png
+    grey = is_grey(photo)
+    if grey:
+        filled = np.repeat(filled.mean(2, keepdims=True).round().astype(np.uint8), 3, axis=2)
+    save_png(filled[..., 0] if grey else filled, target, text=text)
+    if compare:
+        shown = np.where(hole[..., None], np.uint8(255), photo)
+        strip = label_columns(make_grid(np.stack([shown, filled]), 2), ["input (hole in white)", "filled"])
+        save_png(strip, target.with_name(target.stem + "-compare.png"))
