@@ -248,6 +248,9 @@ def test_crafted_png_parameters_are_refused(tmp_path, capsys, chunks, words):
     ({"seeds": [1.5]}, "integer"),
     ({"truncation": float("nan")}, "finite"),
     ({"precision": "fp8"}, "precision"),
+    ({"classes": 3.2}, "classes must be a class name or index"),
+    ({"classes": [True]}, "classes must be a class name or index"),
+    ({"classes": []}, "classes is empty"),
 ])
 def test_api_generate_refuses_bad_arguments_with_annorm_errors(kwargs, words):
     with pytest.raises(AnnormError) as raised:
@@ -294,6 +297,22 @@ def test_api_inpaint_refuses_what_it_cannot_use(image, mask, words):
 def test_api_layouts_of_a_photo_need_its_mask():
     with pytest.raises(AnnormError, match="mask"):
         annorm_cli.layouts(image=np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(AnnormError, match="A mask needs its photo"):
+        annorm_cli.layouts(mask=np.zeros((16, 16), bool))
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"max_side": 0}, "max_side must be an integer of at least 16"),
+    ({"max_side": "x"}, "max_side must be an integer of at least 16"),
+    ({"image": np.zeros((0, 0, 3), np.uint8), "mask": np.zeros((0, 0), bool)}, "The image is empty (0x0 pixels)"),
+])
+def test_api_inpaint_refuses_bad_sizes(kwargs, words):
+    photo, hole = np.zeros((16, 20, 3), np.uint8), np.zeros((16, 20), bool)
+    hole[4:8, 4:8] = True
+    arguments = {"image": photo, "mask": hole, **kwargs}
+    with pytest.raises(AnnormError) as raised:
+        annorm_cli.inpaint(arguments.pop("image"), arguments.pop("mask"), **arguments)
+    assert words in str(raised.value)
 
 
 # ----------------------------------------------------------------------------- inpaint surface

@@ -215,15 +215,31 @@ def generate(classes: Sequence[str | int] = ("all",), seeds: Sequence[int] = (0,
     seeds, truncation, precision = _as_seeds(seeds), check_truncation(truncation), check_precision(precision)
     generator, card = weight_files.load(model, weights)
     names = list(generator.config.class_names) or [str(i) for i in range(generator.config.n_classes)]
-    if isinstance(classes, (str, int, np.integer)):
-        classes = [classes]                            # "cat" is one class, not three letters
-    wanted = list(range(len(names))) if [str(c) for c in classes] == ["all"] else \
-        [class_index(c, names) for c in classes]
+    wanted = _class_indices(classes, names)
     pairs = [(c, s) for c in wanted for s in seeds]
     images = generate_images(generator, [c for c, _ in pairs], [s for _, s in pairs], truncation=truncation,
                              batch_size=batch_size, device=resolve_device(device), precision=precision)
     return Generated(images, [c for c, _ in pairs], [names[c] for c, _ in pairs], [s for _, s in pairs],
                      truncation, card)
+
+
+def _class_indices(classes, names: list[str]) -> list[int]:
+    """What a Python user passes as classes (a name, an index, "all", or a list of names and
+    indices) -> class indices; anything else, or nothing, is refused in one sentence."""
+    if isinstance(classes, (str, int, np.integer)) and not isinstance(classes, bool):
+        classes = [classes]                            # "cat" is one class, not three letters
+    try:
+        classes = list(classes)
+    except TypeError:
+        classes = None
+    if classes is None or any(isinstance(c, bool) or not isinstance(c, (str, int, np.integer)) for c in classes):
+        raise BadInputError("classes must be a class name or index, 'all', or a list of them, "
+                            f"got {classes if classes is not None else type(classes).__name__}.")
+    if not classes:
+        raise BadInputError("classes is empty; give at least one class name or index, or 'all'.")
+    if [str(c).lower() for c in classes] == ["all"]:
+        return list(range(len(names)))
+    return [class_index(c, names) for c in classes]
 
 
 SAMPLE_PREFIX = "annorm:"         # the PNG text keys of a sample: `annorm generate --from-png` reads them back

@@ -162,6 +162,18 @@ def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *
     return filled
 
 
+MIN_MAX_SIDE = 16      # the network's smallest useful work side
+
+
+def check_max_side(max_side) -> Optional[int]:
+    """A max_side the network can work at: None (the model's work_side) or an integer >= 16."""
+    if max_side is None:
+        return None
+    if isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer)) or max_side < MIN_MAX_SIDE:
+        raise BadInputError(f"max_side must be an integer of at least {MIN_MAX_SIDE} or None, got {max_side!r}.")
+    return int(max_side)
+
+
 def as_photo(image) -> np.ndarray:
     """What a Python user passes as a photo -> [H, W, 3] uint8: an array ([H, W, 3] or grey
     [H, W], uint8), a PIL image (any mode, see images.to_rgb) or a path."""
@@ -176,6 +188,8 @@ def as_photo(image) -> np.ndarray:
         return read_image(image)
     if isinstance(image, np.ndarray) and image.dtype == np.uint8 and (
             image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise BadInputError(f"The image is empty ({image.shape[1]}x{image.shape[0]} pixels).")
         return image.copy() if image.ndim == 3 and image.shape[2] == 3 else \
             np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=2)
     raise BadInputError("The image must be a uint8 array [H, W, 3] or [H, W], a PIL image or a path, "
@@ -217,6 +231,7 @@ def inpaint(image, mask, *, model: Optional[str] = None, weights: Optional[str] 
     from annorm_cli.device import resolve_device
     image = as_photo(image)
     mask = as_hole(mask, image.shape[:2])
+    check_max_side(max_side)
     network, _ = weight_files.load(model, weights, task="inpaint")
     return inpaint_array(network, image, mask, device=resolve_device(device), max_side=max_side, texture=texture,
                          seed=seed)

@@ -55,6 +55,8 @@ def layouts(*, class_name: Optional[str] = None, seed: int = 0, image: Optional[
     >>> {name: s.shape for name, s in result.layouts.items()}   # {'attention.attention': (16, 16, 16)}
     """
     from annorm_cli import weights as weight_files
+    if image is None and mask is not None:
+        raise BadInputError("A mask needs its photo: layouts(image=..., mask=...).")
     if image is not None:
         if mask is None:
             raise BadInputError("A photo's layouts need its mask too: layouts(image=..., mask=...).")
