@@ -90,8 +90,9 @@ def set_threads(threads: Optional[int]) -> None:
 
 
 def check_max_side(max_side: Optional[int]) -> None:
-    if max_side is not None and max_side < 16:
-        raise fail(f"--max-side must be at least 16, got {max_side}.")
+    from annorm_cli.pipelines.inpainting import MIN_MAX_SIDE
+    if max_side is not None and max_side < MIN_MAX_SIDE:
+        raise fail(f"--max-side must be at least {MIN_MAX_SIDE}, got {max_side}.")
 
 
 MAX_SEED = 2 ** 63                 # seeds are 64-bit signed integers, as torch's generators take them

@@ -27,17 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from texture_candidates import shrink  # noqa: E402
+from texture_candidates import crop_features, screen_holes  # noqa: E402
 
 from annorm_cli import pipelines  # noqa: E402
 from annorm_cli import weights as weight_files  # noqa: E402
-from annorm_cli.datasets import holdout_list, load_photos  # noqa: E402
 from annorm_cli.evaluate import perceptual as p  # noqa: E402
-from annorm_cli.evaluate.fid import inception_features, load_inception  # noqa: E402
-from annorm_cli.evaluate.inpainting import evaluation_masks, patchmatch_inpaint, psnr_in_hole  # noqa: E402
+from annorm_cli.evaluate.fid import load_inception  # noqa: E402
+from annorm_cli.evaluate.inpainting import patchmatch_inpaint, psnr_in_hole  # noqa: E402
 from annorm_cli.pipelines.inpainting import hole_region, network_fill, pull_push  # noqa: E402
 from annorm_cli.synthesis import downscale_known  # noqa: E402
 
@@ -192,11 +190,7 @@ def main() -> None:
     parser.add_argument("--scenes", type=Path, default=Path("../shared/data/scenes"))
     args = parser.parse_args()
     torch.set_num_threads(2)
-    held = [shrink(t.permute(1, 2, 0).numpy()) for t in load_photos(args.scenes, holdout_list()[:16]).values()]
-    outside = [shrink(np.asarray(Image.open(f).convert("RGB"))) for f in sorted(args.outside.iterdir())]
-    photos = held + outside
-    masks = [(i, m) for i, photo in enumerate(photos) for m in evaluation_masks(photo, "objects", i, 2)]
-    groups = np.array([i for i, _ in masks])
+    photos, masks, groups, _ = screen_holes(args.outside, args.scenes)
     inception = load_inception()
     network, _ = weight_files.load(None, None, task="inpaint")
     fills = {f"PatchMatch r3 seed {s}": (lambda ph, h, s=s: patchmatch_inpaint(ph, h, seed=s)) for s in range(4)}
@@ -207,8 +201,7 @@ def main() -> None:
     fills["offset statistics + network"] = lambda ph, h: shiftmap_fill(
         ph, h, guide=network_fill(network, ph, h)[0], guide_weight=0.3, work_side=96, iterations=25)
 
-    def features(image, hole):
-        return inception_features(p.hole_crop(image, p.hole_crop_box(hole))[None], inception)[0]
+    features = lambda image, hole: crop_features(image, hole, inception)  # noqa: E731
     original = np.stack([features(photos[i], m) for i, m in masks])
     scores = {}
     for name, fill in fills.items():

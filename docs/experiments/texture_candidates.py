@@ -44,6 +44,21 @@ def shrink(photo: np.ndarray, side: int = 640) -> np.ndarray:
     return np.asarray(image)
 
 
+def screen_holes(outside: Path, scenes: Path) -> tuple[list, list, np.ndarray, int]:
+    """The screen: (photos [H, W, 3] uint8: the first 16 held-out photos then the outside folder's,
+    each at a long side of 640 px; (photo index, hole) pairs: masks 0 and 1 of the objects bucket;
+    the photo index of every hole; how many photos are held-out ones)."""
+    held = [shrink(t.permute(1, 2, 0).numpy()) for t in load_photos(scenes, holdout_list()[:16]).values()]
+    photos = held + [shrink(np.asarray(Image.open(f).convert("RGB"))) for f in sorted(outside.iterdir())]
+    masks = [(i, m) for i, photo in enumerate(photos) for m in evaluation_masks(photo, "objects", i, 2)]
+    return photos, masks, np.array([i for i, _ in masks]), len(held)
+
+
+def crop_features(image: np.ndarray, hole: np.ndarray, inception) -> np.ndarray:
+    """Inception features [2048] of the square crop around the hole, as `annorm evaluate inpaint` makes it."""
+    return inception_features(p.hole_crop(image, p.hole_crop_box(hole))[None], inception)[0]
+
+
 def with_constants(network, constants: dict):
     def fill(photo, hole):
         module = lambda name: synthesis if hasattr(synthesis, name) else inpainting_pipeline  # noqa: E731
@@ -64,25 +79,20 @@ def main() -> None:
     parser.add_argument("--scenes", type=Path, default=Path("../shared/data/scenes"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    held = [shrink(t.permute(1, 2, 0).numpy()) for t in load_photos(args.scenes, holdout_list()[:16]).values()]
-    outside = [shrink(np.asarray(Image.open(f).convert("RGB"))) for f in sorted(args.outside.iterdir())]
-    photos = held + outside
-    masks = [(i, m) for i, photo in enumerate(photos) for m in evaluation_masks(photo, "objects", i, 2)]
-    groups = np.array([i for i, _ in masks])
+    photos, masks, groups, n_held = screen_holes(args.outside, args.scenes)
     inception = load_inception()
     network, _ = weight_files.load(None, None, task="inpaint")
     fills = {"PatchMatch": lambda photo, hole: patchmatch_inpaint(photo, hole)}
     fills.update({name: with_constants(network, constants) for name, constants in CANDIDATES.items()})
 
-    def features(image, hole):
-        return inception_features(p.hole_crop(image, p.hole_crop_box(hole))[None], inception)[0]
+    features = lambda image, hole: crop_features(image, hole, inception)  # noqa: E731
     original = np.stack([features(photos[i], m) for i, m in masks])
     scores = {}
     for name, fill in fills.items():
         outs = [fill(photos[i], m) for i, m in masks]
         scores[name] = (np.stack([features(o, m) for o, (_, m) in zip(outs, masks)]),
                         np.array([psnr_in_hole(o, photos[i], m) for o, (i, m) in zip(outs, masks)]))
-    for subset, keep in (("held-out", groups < len(held)), ("outside", groups >= len(held)),
+    for subset, keep in (("held-out", groups < n_held), ("outside", groups >= n_held),
                          ("all", groups >= 0)):
         folds = {name: p.kid_per_fold(f[keep], original[keep], groups[keep], min(10, len(set(groups[keep])) // 2))
                  for name, (f, _) in scores.items()}
