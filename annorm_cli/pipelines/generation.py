@@ -229,12 +229,12 @@ def _class_indices(classes, names: list[str]) -> list[int]:
     if isinstance(classes, (str, int, np.integer)) and not isinstance(classes, bool):
         classes = [classes]                            # "cat" is one class, not three letters
     try:
-        classes = list(classes)
+        listed = list(classes)
     except TypeError:
-        classes = None
-    if classes is None or any(isinstance(c, bool) or not isinstance(c, (str, int, np.integer)) for c in classes):
-        raise BadInputError("classes must be a class name or index, 'all', or a list of them, "
-                            f"got {classes if classes is not None else type(classes).__name__}.")
+        listed = None
+    if listed is None or any(isinstance(c, bool) or not isinstance(c, (str, int, np.integer)) for c in listed):
+        raise BadInputError(f"classes must be a class name or index, 'all', or a list of them, got {classes!r}.")
+    classes = listed
     if not classes:
         raise BadInputError("classes is empty; give at least one class name or index, or 'all'.")
     if [str(c).lower() for c in classes] == ["all"]:
