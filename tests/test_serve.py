@@ -233,11 +233,11 @@ def test_serve_without_the_extra_names_it(monkeypatch, capsys):
     assert "pip install 'annorm[serve]'" in capsys.readouterr().err
 
 
-def test_serve_help_does_not_import_the_server():
+def test_serve_help_does_not_import_the_server_or_numpy():
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", "import sys; from annorm_cli.cli.app import app;"
                              "from annorm_cli.cli.errors import run_guarded; run_guarded(app, ['serve', '--help']);"
-                             "print('fastapi' in sys.modules, 'torch' in sys.modules)"],
+                             "print('fastapi' in sys.modules, 'torch' in sys.modules, 'numpy' in sys.modules)"],
                             capture_output=True, text=True)
-    assert result.stdout.strip().endswith("False False"), result.stdout + result.stderr
+    assert result.stdout.strip().endswith("False False False"), result.stdout + result.stderr
     assert time.perf_counter() - started < 20

@@ -9,7 +9,7 @@ import typer
 from annorm_cli.cli.common import check_max_side, check_outputs, progress, working
 from annorm_cli.cli.errors import fail
 from annorm_cli.data import CIFAR10, CIFAR10_TEST_STATS, SCENES
-from annorm_cli.evaluate.inpainting import BASELINES, BUCKETS
+from annorm_cli.evaluate.names import BASELINES, BUCKETS
 from annorm_cli.files import write_json
 
 app = typer.Typer(no_args_is_help=True, help="Metrics: FID, intra-FID and class accuracy for the class-conditional model; inpainting against classical methods.")

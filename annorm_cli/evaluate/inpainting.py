@@ -24,6 +24,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from annorm_cli.errors import AnnormError
+from annorm_cli.evaluate.names import BASELINES, BUCKETS  # noqa: F401 (BASELINES re-exported)
 
 
 def psnr_in_hole(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
@@ -82,9 +83,6 @@ def patchmatch_inpaint(image: np.ndarray, mask: np.ndarray, seed: int = 0, patch
     return patchmatch.inpaint(np.ascontiguousarray(image), mask.astype(np.uint8), patch_size=patch_size)
 
 
-BASELINES = ("telea", "ns", "patchmatch")
-STROKE_BUCKETS = ("10-20%", "20-30%", "30-40%")
-BUCKETS = STROKE_BUCKETS + ("objects", "flat")
 
 
 def baseline_fill(method: str, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
