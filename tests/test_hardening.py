@@ -553,3 +553,30 @@ def test_a_write_into_a_missing_folder_names_the_file_not_its_temporary(tmp_path
         with atomic_open(target):
             pass
     assert caught.value.filename == str(target)
+
+
+def test_the_truncation_cache_keeps_the_most_recently_used_files(tmp_path, monkeypatch):
+    import os
+
+    from annorm_cli import weights
+    from annorm_cli.pipelines import generation
+    monkeypatch.setenv("ANNORM_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "standing"
+    folder.mkdir(parents=True)
+    old = [folder / f"{i:032x}.safetensors" for i in range(generation.STANDING_FILES_KEPT)]
+    for age, path in enumerate(old):                       # old[0] is the least recently used
+        path.write_bytes(b"x")
+        os.utime(path, (1_000_000 + age, 1_000_000 + age))
+    generator, _ = weights.load(None, None)
+    generation.for_truncation(generator, 0.7, batches=2, batch=8)
+    stored = generation.standing_file(generator, 0.7, 2, 8)
+    kept = set(folder.iterdir())
+    assert len(kept) == generation.STANDING_FILES_KEPT and stored in kept
+    assert old[0] not in kept and old[1] in kept           # only the least recently used went
+    os.utime(stored, (1_000, 1_000))
+    fresh, _ = weights.load(None, None)
+    generation.for_truncation(fresh, 0.7, batches=2, batch=8)   # read from disk: marked as used
+    assert stored.stat().st_mtime > 2_000_000
+    os.utime(old[1], (1_000, 1_000))                       # now the oldest
+    generation.prune_cache(folder, keep=3)
+    assert set(folder.iterdir()) == {stored, old[-1], old[-2]}

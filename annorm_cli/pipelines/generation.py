@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import weakref
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -57,6 +58,7 @@ def latent(seed: int, z_dim: int, truncation: Optional[float] = None) -> torch.T
 
 
 STANDING_SEEDS = 2 ** 31 - 4096   # latents of the standing statistics: seeds users rarely pick
+STANDING_FILES_KEPT = 64          # the on-disk cache keeps the most recently used files (each a few KB)
 
 
 _STANDING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # generator -> (key, prepared copy)
@@ -92,7 +94,26 @@ def _load_buffers(model: torch.nn.Module, path) -> bool:
     for name, buffer in own.items():
         buffer.copy_(stored[name])
     model.eval()
+    _touch(path)
     return True
+
+
+def _touch(path) -> None:
+    """Mark a cache file as just used (the cache drops the least recently used first)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def prune_cache(folder, keep: int = STANDING_FILES_KEPT) -> None:
+    """Delete all but the `keep` most recently used *.safetensors files in `folder`."""
+    try:
+        files = sorted(folder.glob("*.safetensors"), key=lambda f: f.stat().st_mtime, reverse=True)
+        for stale in files[keep:]:
+            stale.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _save_buffers(model: torch.nn.Module, path) -> None:
@@ -106,7 +127,8 @@ def _save_buffers(model: torch.nn.Module, path) -> None:
         with atomic_open(path) as handle:
             handle.write(data)
     except OSError:
-        pass
+        return
+    prune_cache(path.parent)
 
 
 def for_truncation(generator: torch.nn.Module, truncation: Optional[float], *, batches: int = 16,
