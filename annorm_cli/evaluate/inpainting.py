@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from annorm_cli.errors import AnnormError
-from annorm_cli.evaluate.names import BASELINES, BUCKETS  # noqa: F401 (BASELINES re-exported)
+from annorm_cli.evaluate.names import BUCKETS
 
 
 def psnr_in_hole(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
