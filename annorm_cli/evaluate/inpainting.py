@@ -83,8 +83,6 @@ def patchmatch_inpaint(image: np.ndarray, mask: np.ndarray, seed: int = 0, patch
     return patchmatch.inpaint(np.ascontiguousarray(image), mask.astype(np.uint8), patch_size=patch_size)
 
 
-
-
 def baseline_fill(method: str, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if method == "patchmatch":
         return patchmatch_inpaint(image, mask)
