@@ -480,6 +480,17 @@ def test_a_resume_reads_the_runs_own_data_unless_data_is_typed():
     assert resumed_options(saved, given, frozenset({"data"})).data == "default.tar"
 
 
+def test_a_resume_keeps_the_end_of_a_decaying_learning_rate_unless_steps_is_typed():
+    from annorm_cli.train.class_conditional import TrainOptions
+    from annorm_cli.train.common import learning_rate_scale, resumed_options
+    saved = {"options": {**TrainOptions(steps=10000, lr_decay_start=8000).__dict__}}
+    given = TrainOptions()                                  # a resume that typed neither
+    resumed = resumed_options(saved, given)
+    assert resumed.steps == 10000 and resumed.lr_decay_start == 8000
+    assert learning_rate_scale(9500, resumed.lr_decay_start, resumed.steps) == 0.25
+    assert resumed_options(saved, TrainOptions(steps=12000), frozenset({"steps"})).steps == 12000
+
+
 def test_export_never_replaces_a_card_without_overwrite(tmp_path, capsys):
     from annorm_cli import weights
     (tmp_path / "m.json").write_text('{"mine": true}')

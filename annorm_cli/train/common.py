@@ -98,10 +98,13 @@ def resumed_options(saved: dict, given, overrides: frozenset[str] = frozenset())
     """The options of a resumed run: everything that shapes the optimisation comes from the
     checkpoint (so the run continues as it would have), except the fields named in `overrides`
     (what the user typed on the resume command; the data too: a resume without --data reads the
-    run's own); how far to train and how often to log, sample and checkpoint always come from
-    `given`."""
+    run's own); how far to train and how often to log, sample and checkpoint come from `given`,
+    except `steps` of a run whose learning rate decays towards it: there it is part of the
+    schedule, and a resume that did not type --steps would otherwise restart the decay."""
     saved_options = type(given)(**saved["options"])
     keep = (set(RUN_CONTROLS) | set(overrides)) & {f.name for f in dataclasses.fields(given)}
+    if getattr(saved_options, "lr_decay_start", None) is not None and "steps" not in overrides:
+        keep.discard("steps")
     return dataclasses.replace(saved_options, **{k: getattr(given, k) for k in keep})
 
 
