@@ -473,7 +473,7 @@ def test_damaged_or_foreign_checkpoints_are_one_sentence(tmp_path, capsys):
 def test_a_resume_reads_the_runs_own_data_unless_data_is_typed():
     from annorm_cli.train.class_conditional import TrainOptions
     from annorm_cli.train.common import resumed_options
-    saved = {"options": {**TrainOptions(data="/runs/own-data.tar").__dict__, "lr_g": 3e-4}}
+    saved = {"step": 5, "options": {**TrainOptions(data="/runs/own-data.tar").__dict__, "lr_g": 3e-4}}
     given = TrainOptions(data="default.tar", steps=9)
     assert resumed_options(saved, given).data == "/runs/own-data.tar"
     assert resumed_options(saved, given).lr_g == 3e-4 and resumed_options(saved, given).steps == 9
@@ -483,12 +483,17 @@ def test_a_resume_reads_the_runs_own_data_unless_data_is_typed():
 def test_a_resume_keeps_the_end_of_a_decaying_learning_rate_unless_steps_is_typed():
     from annorm_cli.train.class_conditional import TrainOptions
     from annorm_cli.train.common import learning_rate_scale, resumed_options
-    saved = {"options": {**TrainOptions(steps=10000, lr_decay_start=8000).__dict__}}
+    saved = {"step": 9500, "options": {**TrainOptions(steps=10000, lr_decay_start=8000).__dict__}}
     given = TrainOptions()                                  # a resume that typed neither
     resumed = resumed_options(saved, given)
     assert resumed.steps == 10000 and resumed.lr_decay_start == 8000
     assert learning_rate_scale(9500, resumed.lr_decay_start, resumed.steps) == 0.25
     assert resumed_options(saved, TrainOptions(steps=12000), frozenset({"steps"})).steps == 12000
+    finished = {**saved, "step": 10000}
+    with pytest.raises(BadInputError, match=r"^The checkpoint is at step 10,000, the end of a run of --steps 10,000; "
+                                            r"type a larger --steps to go on \(and --lr-decay-start"):
+        resumed_options(finished, given)
+    assert resumed_options(finished, TrainOptions(steps=12000), frozenset({"steps"})).steps == 12000
 
 
 def test_export_never_replaces_a_card_without_overwrite(tmp_path, capsys):

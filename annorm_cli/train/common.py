@@ -103,9 +103,15 @@ def resumed_options(saved: dict, given, overrides: frozenset[str] = frozenset())
     schedule, and a resume that did not type --steps would otherwise restart the decay."""
     saved_options = type(given)(**saved["options"])
     keep = (set(RUN_CONTROLS) | set(overrides)) & {f.name for f in dataclasses.fields(given)}
-    if getattr(saved_options, "lr_decay_start", None) is not None and "steps" not in overrides:
+    decays = getattr(saved_options, "lr_decay_start", None) is not None
+    if decays and "steps" not in overrides:
         keep.discard("steps")
-    return dataclasses.replace(saved_options, **{k: getattr(given, k) for k in keep})
+    options = dataclasses.replace(saved_options, **{k: getattr(given, k) for k in keep})
+    if saved["step"] >= options.steps:
+        raise BadInputError(f"The checkpoint is at step {saved['step']:,}, the end of a run of --steps "
+                            f"{options.steps:,}; type a larger --steps to go on"
+                            + (" (and --lr-decay-start: this run's learning rate has decayed to 0)." if decays else "."))
+    return options
 
 
 # ----------------------------------------------------------------------------- learning rate
