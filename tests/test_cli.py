@@ -306,7 +306,7 @@ def test_python_api_matches_the_cli(tiny_weights, tmp_path, capsys):
 def test_evaluate_accuracy_reports_what_the_classifier_says_per_class(tiny_weights, tmp_path, capsys):
     from annorm_cli.models.classifier import Classifier, ClassifierConfig
     from annorm_cli.pipelines import generate_images
-    from annorm_cli.evaluate.recognisability import predict
+    from annorm_cli.evaluate.recognisability import checkerboard_share, predict
     torch.manual_seed(1)
     config = ClassifierConfig(n_classes=2, widths=(4, 4, 4), class_names=("cat", "dog"))
     scorer = Classifier(config).eval()
@@ -323,6 +323,7 @@ def test_evaluate_accuracy_reports_what_the_classifier_says_per_class(tiny_weigh
     assert [row["accuracy"] for row in result["samples"]] == pytest.approx(expected)
     assert result["accuracy"] == pytest.approx(sum(expected) / 2) and result["real_test_images"] is None
     assert result["samples"][0]["spread"] == pytest.approx(images[:6].double().std(0).mean().item())
+    assert result["samples"][1]["checkerboard"] == checkerboard_share(images[6:])
     assert "cat" in out and "dog" in out
     code, _, err = annorm(capsys, "evaluate", "accuracy", "--weights", tiny_weights, "--classifier",
                           tmp_path / "missing.safetensors", "--no-real")

@@ -107,6 +107,19 @@ def test_spread_is_zero_for_look_alikes_and_the_pixel_std_otherwise():
     assert same == 0.0 and mixed == pytest.approx(255 / 2 ** 0.5)     # sample std of {0, 255}
 
 
+def test_checkerboard_peaks_see_a_pixel_checkerboard_and_not_edges_or_flat_images():
+    import torch
+
+    from annorm_cli.evaluate.recognisability import checkerboard_peaks, checkerboard_share
+    images = torch.full((3, 8, 8, 3), 128, dtype=torch.uint8)                # [N, H, W, 3]
+    images[1, :, 4:] = 255                                                    # a hard vertical edge
+    images[2, 2:4, 2:4] = torch.tensor([[0, 255], [255, 0]], dtype=torch.uint8)[:, :, None]   # a 2x2 checkerboard
+    peaks = checkerboard_peaks(images)
+    assert peaks[0] == 0 and peaks[1] == 0 and peaks[2] == pytest.approx(1.0)
+    assert checkerboard_share(images) == pytest.approx(1 / 3)
+    assert checkerboard_peaks(images.permute(0, 3, 1, 2)).tolist() == peaks.tolist()   # [N, 3, H, W] alike
+
+
 def test_fid_scores_by_hand_with_intra_fid_and_card_entries():
     from annorm_cli.evaluate.fid import card_entries, fid_scores
     rng = np.random.default_rng(3)

@@ -139,7 +139,9 @@ def accuracy(
     classifier's own accuracy on real test images of the class, and what each class is most
     often mistaken for. Spread: the pixel standard deviation across a class's images (0-255),
     for samples and real test images; samples far below the real spread have collapsed to a few
-    look-alikes. Example: annorm evaluate accuracy --per-class 200
+    look-alikes. Checkerboard: the share of images with a pixel-scale checkerboard patch (the 2x2
+    filter [[1, -1], [-1, 1]] / 4 above 0.3 on the [-1, 1] scale somewhere; real test images: about
+    3.5%), an artefact of some GAN checkpoints. Example: annorm evaluate accuracy --per-class 200
     """
     if per_class < 1:
         raise fail("--per-class must be a positive integer.")
@@ -188,17 +190,19 @@ def _accuracy_table(samples: list[dict], reference: Optional[list[dict]], title:
     from rich.table import Table
     table = Table(title=title)
     for column in ("class", "samples called it", "mistaken most for", "real test images called it",
-                   "spread: samples", "spread: real"):
+                   "spread: samples", "spread: real", "checkerboard: samples", "checkerboard: real"):
         table.add_column(column)
     for c, row in enumerate(samples):
         mistaken = f"{row['mistaken_for']} ({row['mistaken_share']:.1%})" if row["mistaken_share"] else "-"
         table.add_row(row["class"], f"{row['accuracy']:.1%}", mistaken,
                       f"{reference[c]['accuracy']:.1%}" if reference else "-", f"{row['spread']:.1f}",
-                      f"{reference[c]['spread']:.1f}" if reference else "-")
+                      f"{reference[c]['spread']:.1f}" if reference else "-", f"{row['checkerboard']:.1%}",
+                      f"{reference[c]['checkerboard']:.1%}" if reference else "-")
     mean = lambda rows, key: sum(row[key] for row in rows) / len(rows)  # noqa: E731
     table.add_row("all", f"{mean(samples, 'accuracy'):.1%}", "",
                   f"{mean(reference, 'accuracy'):.1%}" if reference else "-",
-                  f"{mean(samples, 'spread'):.1f}", f"{mean(reference, 'spread'):.1f}" if reference else "-")
+                  f"{mean(samples, 'spread'):.1f}", f"{mean(reference, 'spread'):.1f}" if reference else "-",
+                  f"{mean(samples, 'checkerboard'):.1%}", f"{mean(reference, 'checkerboard'):.1%}" if reference else "-")
     return table
 
 

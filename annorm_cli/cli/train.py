@@ -89,6 +89,7 @@ class _Reporter:
                 self.console.print(f"FID monitor: {info['fid']}")
         elif kind == "samples":
             scores = [f"class accuracy {info['class_accuracy']:.1%}"] if "class_accuracy" in info else []
+            scores += [f"checkerboard {info['checkerboard_share']:.1%}"] if "checkerboard_share" in info else []
             scores += [f"{k.replace('_', ' ')} {v:.2f}" for k, v in info.items() if k.startswith("fid_")]
             self.console.print(", ".join([f"samples: step {info['step']}, {info['path']}", *scores]))
         elif kind in ("checkpoint", "stop"):

@@ -180,14 +180,16 @@ def load_scorer(name: str, class_names: tuple[str, ...]) -> tuple[Optional[torch
 def score_samples(generator: Generator, scorer: torch.nn.Module, per_class: int) -> dict:
     """Class accuracy of `per_class` samples of every class (seeds 0 ... per_class - 1), overall and
     per class, as `annorm evaluate accuracy --per-class N` measures an exported model; and their
-    spread within each class (pixel std across samples: falls towards 0 when a class collapses)."""
-    from annorm_cli.evaluate.recognisability import class_accuracy, class_samples, spread
+    spread within each class (pixel std across samples: falls towards 0 when a class collapses);
+    and the share of samples with a pixel checkerboard patch (real test images: about 3.5%)."""
+    from annorm_cli.evaluate.recognisability import checkerboard_share, class_accuracy, class_samples, spread
     images, classes = class_samples(generator, per_class, device=next(generator.parameters()).device)
     scores = class_accuracy(scorer, images.permute(0, 3, 1, 2), classes)
     spreads = spread(images, classes, generator.config.n_classes)
     return {"class_accuracy": scores["class_accuracy"],
             "class_accuracy_per_class": [round(v, 4) for v in scores["class_accuracy_per_class"]],
-            "class_spread": sum(spreads) / len(spreads), "class_spread_per_class": [round(v, 2) for v in spreads]}
+            "class_spread": sum(spreads) / len(spreads), "class_spread_per_class": [round(v, 2) for v in spreads],
+            "checkerboard_share": checkerboard_share(images)}
 
 
 def load_fid_monitor(options: TrainOptions) -> tuple[Optional[tuple], str]:
