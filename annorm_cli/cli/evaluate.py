@@ -140,8 +140,8 @@ def accuracy(
     often mistaken for. Spread: the pixel standard deviation across a class's images (0-255),
     for samples and real test images; samples far below the real spread have collapsed to a few
     look-alikes. Checkerboard: the share of images with a pixel-scale checkerboard patch (the 2x2
-    filter [[1, -1], [-1, 1]] / 4 above 0.3 on the [-1, 1] scale somewhere; real test images: about
-    3.5%), an artefact of some GAN checkpoints. Example: annorm evaluate accuracy --per-class 200
+    filter [[1, -1], [-1, 1]] / 4 above 0.3 on the [-1, 1] scale somewhere; real test images:
+    2.2%), an artefact of some GAN checkpoints. Example: annorm evaluate accuracy --per-class 200
     """
     if per_class < 1:
         raise fail("--per-class must be a positive integer.")

@@ -181,7 +181,7 @@ def score_samples(generator: Generator, scorer: torch.nn.Module, per_class: int)
     """Class accuracy of `per_class` samples of every class (seeds 0 ... per_class - 1), overall and
     per class, as `annorm evaluate accuracy --per-class N` measures an exported model; and their
     spread within each class (pixel std across samples: falls towards 0 when a class collapses);
-    and the share of samples with a pixel checkerboard patch (real test images: about 3.5%)."""
+    and the share of samples with a pixel checkerboard patch (real test images: 2.2%)."""
     from annorm_cli.evaluate.recognisability import checkerboard_share, class_accuracy, class_samples, spread
     images, classes = class_samples(generator, per_class, device=next(generator.parameters()).device)
     scores = class_accuracy(scorer, images.permute(0, 3, 1, 2), classes)
