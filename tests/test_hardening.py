@@ -494,6 +494,8 @@ def test_a_resume_keeps_the_end_of_a_decaying_learning_rate_unless_steps_is_type
                                             r"type a larger --steps to go on \(and --lr-decay-start"):
         resumed_options(finished, given)
     assert resumed_options(finished, TrainOptions(steps=12000), frozenset({"steps"})).steps == 12000
+    never = {"step": 9500, "options": {**TrainOptions(steps=10000, lr_decay_start=10000).__dict__}}
+    assert resumed_options(never, TrainOptions(steps=20000)).steps == 20000     # its lr never decays: a run control
 
 
 def test_export_never_replaces_a_card_without_overwrite(tmp_path, capsys):

@@ -103,7 +103,8 @@ def resumed_options(saved: dict, given, overrides: frozenset[str] = frozenset())
     schedule, and a resume that did not type --steps would otherwise restart the decay."""
     saved_options = type(given)(**saved["options"])
     keep = (set(RUN_CONTROLS) | set(overrides)) & {f.name for f in dataclasses.fields(given)}
-    decays = getattr(saved_options, "lr_decay_start", None) is not None
+    decay_start = getattr(saved_options, "lr_decay_start", None)
+    decays = decay_start is not None and decay_start < saved_options.steps
     if decays and "steps" not in overrides:
         keep.discard("steps")
     options = dataclasses.replace(saved_options, **{k: getattr(given, k) for k in keep})
