@@ -109,3 +109,19 @@ def test_weights_dir_falls_back_to_the_wheel_location(tmp_path, monkeypatch):
     assert weights.weights_dir() == tmp_path / "site-packages" / "weights"           # a checkout wins
     monkeypatch.setenv("ANNORM_WEIGHTS", str(tmp_path / "elsewhere"))
     assert weights.weights_dir() == tmp_path / "elsewhere"
+
+
+def test_bench_train_step_times_the_widths_it_is_given(capsys):
+    from annorm_cli.models.class_conditional import ClassConditionalConfig, Discriminator
+    from annorm_cli.train import profiling
+    config = ClassConditionalConfig(g_channels=(16, 8, 8, 8), d_channels=(8, 8, 8, 8))
+    g_params, d_params = profiling.parameter_counts(config)
+    assert g_params == sum(p.numel() for p in Generator(config).parameters())
+    assert d_params == sum(p.numel() for p in Discriminator(config).parameters())
+    assert profiling.parameter_counts(ClassConditionalConfig())[0] > 1_000_000 > g_params   # the shipped G: 1.21M
+    code = run_guarded(app, ["bench", "train-step", "--g-channels", "16,8,8,8", "--d-channels", "8,8,8,8",
+                             "--batch-size", "4", "--steps", "1", "--threads", "1"])
+    out = " ".join(capsys.readouterr().out.split())          # rich may wrap the title at any space
+    assert code == 0
+    assert f"G 16,8,8,8: {g_params / 1e6:.2f}M" in out and f"D 8,8,8,8: {d_params / 1e6:.2f}M" in out
+    assert "convolution" in out and "eager" in out

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from annorm_cli.cli.common import set_threads
+from annorm_cli.cli.common import parse_widths, set_threads
 from annorm_cli.cli.errors import fail
 
 app = typer.Typer(no_args_is_help=True, help="Benchmarks that print tables (layer, generate, inpaint, serve).")
@@ -257,14 +257,20 @@ def bench_serve(
 @app.command("train-step")
 def bench_train_step(
     batch_size: int = typer.Option(64, help="Batch size (the shipped run: 64)."),
-    d_steps: int = typer.Option(2, help="D updates per G update (the long run: 2)."),
+    d_steps: int = typer.Option(1, help="D updates per G update (the shipped run: 1)."),
     steps: int = typer.Option(5, help="Steps timed (median) after two warm-up steps."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: torch's choice)."),
     compiled: bool = typer.Option(False, "--compile", help="Also time torch.compile'd G (Inductor; the first "
                                                           "step includes the compile)."),
+    g_channels: str = typer.Option("256,128,64,32", help="Generator widths at 4,8,16,32 px (default: the shipped)."),
+    d_channels: str = typer.Option("64,128,128,128", help="Discriminator widths at 16,8,4,4 px (default: the shipped)."),
 ) -> None:
-    """Profile one class-conditional training step of the shipped architecture (synthetic data):
-    time per operator category, and img/s eager (and compiled)."""
+    """Profile one class-conditional training step (synthetic data) of the shipped architecture or
+    of other widths (to pick a design by its cost before a run): time per operator category, and
+    img/s eager (and compiled).
+
+    Example: annorm bench train-step --threads 2 --g-channels 256,256,128,64
+    """
     if min(batch_size, d_steps, steps) < 1:
         raise fail("--batch-size, --d-steps and --steps must be positive.")
     import torch
@@ -273,12 +279,15 @@ def bench_train_step(
 
     from annorm_cli.models import ClassConditionalConfig
     from annorm_cli.train import profiling
+    widths = parse_widths(g_channels, "--g-channels"), parse_widths(d_channels, "--d-channels")
     set_threads(threads)
-    config = ClassConditionalConfig()
+    config = ClassConditionalConfig(g_channels=widths[0], d_channels=widths[1])
     options = profiling.options_for(batch_size, d_steps)
     shares = profiling.profile_shares(config, options)
     total = sum(ms for _, ms in shares)
-    table = Table(title=f"one step (batch {batch_size}, {d_steps} D + 1 G updates, DiffAugment), "
+    g_params, d_params = profiling.parameter_counts(config)
+    table = Table(title=f"one step (G {g_channels}: {g_params / 1e6:.2f}M, D {d_channels}: {d_params / 1e6:.2f}M "
+                        f"parameters; batch {batch_size}, {d_steps} D + 1 G updates, DiffAugment), "
                         f"{torch.get_num_threads()} threads, self CPU time per step")
     for column in ("operators", "ms", "share"):
         table.add_column(column, justify="right" if column != "operators" else "left")

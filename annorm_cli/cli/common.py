@@ -127,3 +127,14 @@ def parse_seeds(text: str, num: int | None) -> list[int]:
     if not seeds:
         raise fail("--seed gave no seeds.")
     return seeds
+
+
+def parse_widths(text: str, option: str) -> tuple[int, ...]:
+    """'256,128,64,32' -> (256, 128, 64, 32): the four widths of a class-conditional network."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) < 1:
+        raise fail(f"{option} takes four positive widths separated by commas, like 256,128,64,32.")
+    return values

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from annorm_cli.cli.common import check_finite, set_threads
+from annorm_cli.cli.common import check_finite, parse_widths, set_threads
 from annorm_cli.cli.errors import fail
 from annorm_cli.data import CIFAR10
 from annorm_cli.train.options import InpaintOptions, TrainOptions, options_from
@@ -46,16 +46,6 @@ def _check_run_folder(out: Path, resume: Optional[Path]) -> None:
     if (out / "checkpoint.pt").exists() and resume is None:
         raise fail(f"'{out}' already holds a run (checkpoint.pt); pass --resume {out} to continue it, "
                    "or choose another --out.")
-
-
-def _channels(text: str, option: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 4 or min(values) < 1:
-        raise fail(f"{option} takes four positive widths separated by commas, like 256,128,64,32.")
-    return values
 
 
 class _Reporter:
@@ -172,8 +162,8 @@ def train_class(
         resolved = torch.device("cuda", local_rank)
     saved = load_checkpoint(resume, task="class") if resume else None
     options = options_from(TrainOptions, ctx.params)
-    model_config = ClassConditionalConfig(attention=attention, g_channels=_channels(g_channels, "--g-channels"),
-                                          d_channels=_channels(d_channels, "--d-channels"), n_entities=entities)
+    model_config = ClassConditionalConfig(attention=attention, g_channels=parse_widths(g_channels, "--g-channels"),
+                                          d_channels=parse_widths(d_channels, "--d-channels"), n_entities=entities)
     reporter = _Reporter(quiet, local_rank == 0 and int(os.environ.get("RANK", "0")) == 0)
     trainer.train(options, model_config, out, device=resolved, resume=saved, overrides=_typed_options(ctx),
                   on_event=reporter)

@@ -84,7 +84,13 @@ def profile_shares(config: ClassConditionalConfig, options: trainer.TrainOptions
     return sorted(((name, ms / steps) for name, ms in totals.items()), key=lambda row: -row[1])
 
 
-def options_for(batch_size: int = 64, d_steps: int = 2, diffaugment: bool = True) -> trainer.TrainOptions:
+def parameter_counts(config: ClassConditionalConfig) -> tuple[int, int]:
+    """(G's, D's) number of parameters at this config."""
+    from annorm_cli.models.class_conditional import Discriminator, Generator
+    return tuple(sum(p.numel() for p in net(config).parameters()) for net in (Generator, Discriminator))
+
+
+def options_for(batch_size: int = 64, d_steps: int = 1, diffaugment: bool = True) -> trainer.TrainOptions:
     """The shipped run's training options at this batch size and D steps, no monitors."""
     return dataclasses.replace(trainer.TrainOptions(), batch_size=batch_size, d_steps=d_steps,
                                diffaugment=diffaugment, classifier="", fid_every=0)
