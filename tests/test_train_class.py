@@ -242,6 +242,25 @@ def test_the_logged_fid_matches_evaluate_fid_of_the_export(data_dir, tmp_path, m
     assert code == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "fid.json").read_text())["fid"] == pytest.approx(scored[0]["fid_6"], rel=1e-6)
 
+    from annorm_cli import weights
+    from annorm_cli.evaluate import fid
+    from annorm_cli.evaluate.recognisability import class_samples
+    code = run_guarded(app, ["evaluate", "fid", "--weights", str(tmp_path / "g.safetensors"), "--per-class", "3",
+                             "--classifier", "", "--reference", str(reference), "--truncation", "0.5",
+                             "--json", str(tmp_path / "fid-t.json")])
+    assert code == 0, capsys.readouterr().err
+    truncated = json.loads((tmp_path / "fid-t.json").read_text())
+    images, _ = class_samples(weights.load(None, tmp_path / "g.safetensors")[0], 3, truncation=0.5)
+    expected = fid.frechet_distance(*fid.statistics(fid.inception_features(images.numpy(), fid.load_inception())),
+                                    *fid.load_reference(reference))
+    assert truncated["fid"] == pytest.approx(expected, rel=1e-6) and truncated["fid"] != scored[0]["fid_6"]
+    assert truncated["source"].endswith("latents truncated at 0.5")
+    for extra in (["--real", str(data_dir)], ["--record"]):
+        code = run_guarded(app, ["evaluate", "fid", "--weights", str(tmp_path / "g.safetensors"), "--truncation",
+                                 "0.5", "--reference", str(reference), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and "--truncation applies to generated samples" in err and "Traceback" not in err
+
 
 def test_the_fid_monitor_says_why_it_is_off(tmp_path):
     assert trainer.load_fid_monitor(trainer.TrainOptions()) == (None, "off")

@@ -25,6 +25,8 @@ def fid(
     per_class: int = typer.Option(1000, help="Images per class (the protocol: 1,000 x 10 = 10,000)."),
     reference: Path = typer.Option(CIFAR10_TEST_STATS, help="Reference statistics .npz (mu, sig) of the test split."),
     seed_offset: int = typer.Option(0, help="Generated seeds are offset + 0 ... per_class - 1 for every class."),
+    truncation: Optional[float] = typer.Option(None, help="Truncated-normal latent |z| <= T, as in generate "
+                                                          "(the protocol: none)."),
     batch_size: int = typer.Option(50, help="Inception batch size."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON here."),
@@ -43,6 +45,11 @@ def fid(
     """
     if per_class < 1 or batch_size < 1:
         raise fail("--per-class and --batch-size must be positive integers.")
+    if truncation is not None and not 0 < truncation < float("inf"):
+        raise fail(f"--truncation must be a positive finite number, got {truncation}.")
+    if truncation is not None and (real is not None or record):
+        raise fail("--truncation applies to generated samples and is not the protocol: it cannot go with "
+                   f"{'--real' if real is not None else '--record'}.")
     if not reference.is_file():
         raise fail(f"Reference statistics '{reference}' not found; pass --reference (or set ANNORM_DATA).")
     if real is not None and not real.exists():
@@ -57,7 +64,7 @@ def fid(
     dev = resolve_device(device)
     network = fid_lib.load_inception(dev)
     started = time.time()
-    images, labels, source = _fid_images(real, real_split, per_class, model, weights, seed_offset, dev)
+    images, labels, source = _fid_images(real, real_split, per_class, model, weights, seed_offset, truncation, dev)
     with progress("inception features", len(images)) as advance:
         features = fid_lib.inception_features(images, network, batch_size=batch_size, progress=advance)
     per_class_reference = None
@@ -83,9 +90,10 @@ def fid(
         write_json(json_out, result)
 
 
-def _fid_images(real, real_split: str, per_class: int, model, weights, seed_offset: int, device):
+def _fid_images(real, real_split: str, per_class: int, model, weights, seed_offset: int, truncation, device):
     """(images [N, 3, 32, 32] uint8, labels [N], a description): the first `per_class` real images
-    of every class of --real, or `per_class` samples of every class from seeds seed_offset ..."""
+    of every class of --real, or `per_class` samples of every class from seeds seed_offset ...
+    (latents truncated at `truncation` unless None)"""
     import torch
     if real is not None:
         from annorm_cli.datasets import load_labelled_images
@@ -96,9 +104,11 @@ def _fid_images(real, real_split: str, per_class: int, model, weights, seed_offs
     from annorm_cli.evaluate.recognisability import class_samples
     generator, card = weight_files.load(model, weights)
     with progress("generating", per_class * generator.config.n_classes) as advance:
-        images, labels = class_samples(generator, per_class, seed_offset=seed_offset, device=device, progress=advance)
+        images, labels = class_samples(generator, per_class, seed_offset=seed_offset, truncation=truncation,
+                                       device=device, progress=advance)
     return (images.permute(0, 3, 1, 2), labels, f"{model or 'cifar10-an'} sha256 {card['sha256'][:12]}, "
-            f"seeds {seed_offset}-{seed_offset + per_class - 1} per class")
+            f"seeds {seed_offset}-{seed_offset + per_class - 1} per class"
+            + (f", latents truncated at {truncation:g}" if truncation is not None else ""))
 
 
 def _add_class_accuracy(result: dict, classifier: str, images, labels) -> None:
