@@ -541,6 +541,7 @@ def test_readable_pictures_a_wrapped_one_class_grid_and_labelled_compare(photo_a
     (["visualize-layout", "--class", "cat", "--scale", "100000"], "--scale must be from 1 to 64"),
     (["train", "class", "--threads", "0", "--steps", "1"], "--threads must be a positive integer"),
     (["bench", "layer", "--threads", "-2"], "--threads must be a positive integer"),
+    (["evaluate", "fid", "--truncation", "0"], "--truncation must be a positive finite number, got 0.0"),
     (["bench", "train-step", "--g-channels", "256,128,64"], "--g-channels takes four positive widths separated by "
                                                              "commas, like 256,128,64,32"),
     (["models", "--bogus"], "No such option: --bogus. See 'annorm models --help'"),

@@ -129,6 +129,12 @@ def parse_seeds(text: str, num: int | None) -> list[int]:
     return seeds
 
 
+def check_truncation(truncation: Optional[float]) -> None:
+    """--truncation: absent, or a positive finite number."""
+    if truncation is not None and not 0 < truncation < float("inf"):
+        raise fail(f"--truncation must be a positive finite number, got {truncation}.")
+
+
 def parse_widths(text: str, option: str) -> tuple[int, ...]:
     """'256,128,64,32' -> (256, 128, 64, 32): the four widths of a class-conditional network."""
     try:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from annorm_cli.cli.common import check_max_side, check_outputs, progress, working
+from annorm_cli.cli.common import check_max_side, check_outputs, check_truncation, progress, working
 from annorm_cli.cli.errors import fail
 from annorm_cli.data import CIFAR10, CIFAR10_TEST_STATS, SCENES
 from annorm_cli.evaluate.names import BASELINES, BUCKETS
@@ -45,8 +45,7 @@ def fid(
     """
     if per_class < 1 or batch_size < 1:
         raise fail("--per-class and --batch-size must be positive integers.")
-    if truncation is not None and not 0 < truncation < float("inf"):
-        raise fail(f"--truncation must be a positive finite number, got {truncation}.")
+    check_truncation(truncation)
     if truncation is not None and (real is not None or record):
         raise fail("--truncation applies to generated samples and is not the protocol: it cannot go with "
                    f"{'--real' if real is not None else '--record'}.")
@@ -155,8 +154,7 @@ def accuracy(
     """
     if per_class < 1:
         raise fail("--per-class must be a positive integer.")
-    if truncation is not None and not 0 < truncation < float("inf"):
-        raise fail(f"--truncation must be a positive finite number, got {truncation}.")
+    check_truncation(truncation)
     if real and not test_data.exists():                 # every input path is checked before any work
         raise fail(f"Test data '{test_data}' not found; pass --test-data (or set ANNORM_DATA) or --no-real.")
     from rich.console import Console

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from annorm_cli import __version__
-from annorm_cli.cli.common import parse_seeds, progress
+from annorm_cli.cli.common import check_truncation, parse_seeds, progress
 from annorm_cli.cli.errors import fail
 
 
@@ -37,8 +37,7 @@ def _check_sample_options(scale: int, grid_cols: Optional[int], truncation: Opti
         raise fail(f"--scale must be from 1 to {MAX_SCALE}, got {scale}.")
     if grid_cols is not None and grid_cols < 1:
         raise fail(f"--grid-cols must be a positive integer, got {grid_cols}.")
-    if truncation is not None and not 0 < truncation < float("inf"):
-        raise fail(f"--truncation must be a positive finite number, got {truncation}.")
+    check_truncation(truncation)
 
 
 def _prepare_out_dir(out: Path) -> None:
