@@ -5,6 +5,7 @@ import sys
 import pytest
 import torch
 
+from annorm_cli.errors import BadInputError
 from annorm_cli.train import class_conditional as trainer
 from annorm_cli.train.common import load_checkpoint
 from helpers import TINY, tiny_image_folder
@@ -304,3 +305,76 @@ def test_class_weight_g_sets_the_generators_share_alone(data_dir, tmp_path):
     # step 1 updates D before G, so D is the same; G's update differs only by its class loss
     assert all(torch.equal(v, saved["g2"]["D"][k]) for k, v in saved["g0"]["D"].items())
     assert any(not torch.equal(v, saved["g2"]["G"][k]) for k, v in saved["g0"]["G"].items())
+
+
+def _wider(config, widths=(16, 12, 16, 8)):
+    import dataclasses
+    return dataclasses.replace(config, g_channels=widths)
+
+
+@pytest.mark.parametrize("attention", ["an", "sa"])
+def test_a_widened_generator_computes_what_the_narrow_one_did(attention):
+    import dataclasses
+    from annorm_cli.models.class_conditional import Generator
+    from annorm_cli.nn.widen import load_narrower
+    torch.manual_seed(0)
+    narrow = Generator(dataclasses.replace(TINY, attention=attention))
+    for name, parameter in narrow.named_parameters():   # give the zero-started parts weights, so every path counts
+        if "gamma" in name or "gain" in name or "bias" in name:
+            torch.nn.init.normal_(parameter, std=0.5)
+    wide = Generator(_wider(narrow.config))
+    assert load_narrower(wide, narrow.state_dict()) == []
+    z, labels = torch.randn(6, TINY.z_dim), torch.tensor([0, 1, 1, 0, 1, 0])
+    for mode in ("train", "eval"):                    # batch statistics and AN's self-sampling too
+        getattr(narrow, mode)(), getattr(wide, mode)()
+        torch.manual_seed(3)
+        a = narrow(z, labels)
+        torch.manual_seed(3)
+        b = wide(z, labels)
+        assert (a - b).abs().max() < 1e-5, mode
+    # the new channels live (random weights of their own); only what reads them starts at zero
+    assert wide.block8.conv2.weight[8:, :8].abs().sum() > 0 and wide.block8.conv2.weight[:, 8:].abs().sum() == 0
+    assert wide.block16.conv1.weight[:, 8:].abs().sum() == 0
+    with pytest.raises(BadInputError, match="Cannot widen"):
+        load_narrower(narrow, wide.state_dict())
+
+
+def test_a_run_started_from_a_checkpoint_widens_g_and_goes_on_from_its_step(data_dir, tmp_path):
+    from annorm_cli.train.common import World
+    trainer.train(_options(data_dir, 2, class_weight=0.5), TINY, tmp_path / "narrow", device=torch.device("cpu"))
+    narrow = load_checkpoint(tmp_path / "narrow")
+    options = _options(data_dir, 4, init_from=str(tmp_path / "narrow" / "checkpoint.pt"))
+    config = trainer.widened_config(narrow, _wider(TINY))
+    state = trainer.build_state(config, options, torch.device("cpu"), World())
+    trainer.start_from_checkpoint(state, narrow)
+    assert state.step == 2 and state.wall_time == narrow["wall_time"]
+    assert all(torch.equal(v, narrow["D"][k]) for k, v in state.D.state_dict().items())
+    before = trainer.build_state(TINY, options, torch.device("cpu"), World())
+    before.restore(narrow)
+    z, labels = torch.randn(4, TINY.z_dim), torch.tensor([0, 1, 0, 1])
+    with torch.no_grad():
+        a, b = trainer.sampling_copy(state)(z, labels), trainer.sampling_copy(before)(z, labels)
+    assert (a - b).abs().max() < 1e-5
+    # the trainer does the same from the option, then trains the wide G on from step 2
+    trainer.train(options, _wider(TINY), tmp_path / "wide", device=torch.device("cpu"))
+    wide = load_checkpoint(tmp_path / "wide")
+    assert wide["step"] == 4 and tuple(wide["model_config"]["g_channels"]) == (16, 12, 16, 8)
+    assert wide["options"]["init_from"] == options.init_from
+    assert wide["options"]["class_weight"] == 0.0           # the settings are this command's, not the checkpoint's
+    with pytest.raises(BadInputError, match="narrower than the checkpoint's"):
+        trainer.widened_config(wide, TINY)
+    with pytest.raises(BadInputError, match="type a larger one"):
+        trainer.train(_options(data_dir, 2, init_from=options.init_from), _wider(TINY), tmp_path / "short",
+                      device=torch.device("cpu"))
+
+
+def test_train_class_refuses_init_from_with_resume(tmp_path, capsys):
+    from annorm_cli.cli.app import app
+    from annorm_cli.cli.errors import run_guarded
+    code = run_guarded(app, ["train", "class", "--out", str(tmp_path / "run"), "--init-from", "a.pt",
+                             "--resume", "b.pt"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pass only one of them" in err and "Traceback" not in err
+    code = run_guarded(app, ["train", "class", "--out", str(tmp_path / "run"), "--init-from", str(tmp_path / "a.pt")])
+    err = capsys.readouterr().err
+    assert code == 2 and "No checkpoint at" in err and "Traceback" not in err

@@ -70,7 +70,10 @@ class _Reporter:
         elif kind == "start":
             self.console.print(f"training from step {info['step']} to {info['steps']} on {info['images']} images, "
                                f"{info['world']} process(es), {info['precision']}")
-            if info["step"] > 0:
+            if info.get("init_from"):
+                self.console.print(f"started from {info['init_from']} (its D and step count; G widened to the same "
+                                   "function); the settings are this command's")
+            elif info["step"] > 0:
                 self.console.print("resumed: settings typed on this command override the checkpoint's; "
                                    "the rest come from the checkpoint")
             if "scorer" in info:
@@ -109,6 +112,9 @@ def train_class(
                                                                "collapsed each class to a few look-alikes here."),
     diffaugment: bool = typer.Option(CLASS.diffaugment, help="DiffAugment colour/translation/cutout on real and fake images."),
     seed: int = typer.Option(CLASS.seed, help="Run seed: data order, noise and AN sampling derive from it and the step."),
+    init_from: Optional[Path] = typer.Option(None, help="Start a new run where a `train class` checkpoint stopped (e.g. "
+                                                        "weights/cifar10-an.train.pt): its architecture, D and step, "
+                                                        "with G widened to --g-channels, computing what it computed."),
     precision: str = typer.Option(CLASS.precision, help="auto | fp32 | bf16 (auto times both and keeps the faster)."),
     attention: str = typer.Option("an", help="an | sa | none, at 16x16 in G and D (new runs only)."),
     g_channels: str = typer.Option("256,128,64,32", help="Generator widths at 4,8,16,32 px (new runs only)."),
@@ -137,6 +143,8 @@ def train_class(
     Example: annorm train class --out ~/runs/cifar10-an --steps 20000
     """
     _check_run_folder(out, resume)
+    if init_from is not None and resume is not None:
+        raise fail("--init-from starts a new run and --resume continues one; pass only one of them.")
     check_finite(lr_g=lr_g, lr_d=lr_d, ema_decay=ema_decay, ortho_weight=ortho_weight, class_weight=class_weight,
                  class_weight_g=class_weight_g, checkpoint_minutes=checkpoint_minutes)
     _require_positive(steps=steps, batch_size=batch_size, d_steps=d_steps, sample_every=sample_every,

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from annorm_cli.errors import BadInputError
+from annorm_cli.nn import widen
 from annorm_cli.nn.blocks import ATTENTION_KINDS, make_attention
 
 MULTIPLE = 4   # inputs are padded to a multiple of this (two stride-2 stages)
@@ -179,33 +180,14 @@ class InpaintGenerator(nn.Module):
 
 
 def load_narrower(model: InpaintGenerator, trained: dict[str, torch.Tensor]) -> list[str]:
-    """Copy a trained generator's state dict into `model`, whose 1/4 stage may be wider (Net2Net
-    style), so that `model` computes the same function: each trained tensor fills the leading
-    slice of its wider counterpart; the new input columns of every convolution, the entity filters'
-    new input rows and the attention keys' new output rows are zero (new channels are read by
-    nothing and leave the layouts as they were), while the new channels' own weights keep their
-    random start so they can learn. Returns the names the trained dict lacks (left at their start).
-    Gated convolutions stack features and gates in one weight, so those are not widened."""
-    state = model.state_dict()
-    for name, old in trained.items():
-        if name not in state:
-            raise BadInputError(f"The network has no '{name}' to load (a model with skips into one without?).")
-        new = state[name]
-        if new.ndim != old.ndim or any(a < b for a, b in zip(new.shape, old.shape)):
-            raise BadInputError(f"Cannot widen '{name}' from {list(old.shape)} to {list(new.shape)}.")
-        if new.shape != old.shape and model.config.convolution == "gated":
+    """nn.widen.load_narrower for an inpainting generator whose 1/4 stage may be wider (and which
+    may add the zero-started skips). Gated convolutions stack features and gates in one weight,
+    so those are not widened."""
+    if model.config.convolution == "gated":
+        state = model.state_dict()
+        if any(name in state and state[name].shape != old.shape for name, old in trained.items()):
             raise BadInputError("A network with gated convolutions cannot be widened.")
-        new = new.clone()
-        if new.ndim == 4:
-            new[:, old.shape[1]:] = 0                                       # conv [out, in, k, k]: new inputs
-        if name.endswith("entity_filters"):
-            new[old.shape[0]:] = 0                                          # W [C, n]: new channels
-        if ".attention.key." in name:
-            new[old.shape[0]:] = 0                                          # new key dims: no affinity
-        new[tuple(slice(0, size) for size in old.shape)] = old
-        state[name] = new
-    model.load_state_dict(state)
-    return [name for name in state if name not in trained]
+    return widen.load_narrower(model, trained)
 
 
 class PatchDiscriminator(nn.Module):

@@ -22,6 +22,7 @@ from annorm_cli.models.class_conditional import ClassConditionalConfig, Discrimi
 from annorm_cli.errors import BadInputError
 from annorm_cli.datasets import LabelledImages, load_labelled_images
 from annorm_cli.nn.attentive_norm import orthogonality_penalty
+from annorm_cli.nn.widen import load_narrower
 from annorm_cli.train import common
 from annorm_cli.train.options import TrainOptions
 
@@ -64,6 +65,36 @@ def build_state(model_config: ClassConditionalConfig, options: TrainOptions, dev
     opt_d = torch.optim.Adam(D.parameters(), options.lr_d, betas=betas)
     return RunState("class", common.wrap_ddp(G, world, device), common.wrap_ddp(D, world, device), ema, opt_g, opt_d,
                     model_config, options, precision)
+
+
+def widened_config(saved: dict, given: ClassConditionalConfig) -> ClassConditionalConfig:
+    """The architecture of a run that starts from checkpoint `saved`: the checkpoint's, with the
+    generator widths of `given`, none narrower than the checkpoint's."""
+    trained = ClassConditionalConfig.from_dict(saved["model_config"])
+    if any(new < old for new, old in zip(given.g_channels, trained.g_channels)):
+        raise BadInputError(f"--g-channels {','.join(map(str, given.g_channels))} is narrower than the checkpoint's "
+                            f"{','.join(map(str, trained.g_channels))}; a run can start only from a narrower or equal G.")
+    return dataclasses.replace(trained, g_channels=given.g_channels)
+
+
+def start_from_checkpoint(state: RunState, saved: dict) -> None:
+    """Start a new run where checkpoint `saved` stopped, with a wider generator: G and its EMA
+    widened so they compute what the checkpoint's did (nn/widen.py), D and its optimizer as saved,
+    the step count and wall time going on (so the data order, the EMA and the learning-rate
+    schedule continue). G's optimizer starts afresh: saved moments have no entries for the new
+    weights, and zeros there would make their first Adam steps huge."""
+    if saved["step"] >= state.options.steps:
+        raise BadInputError(f"The checkpoint is at step {saved['step']:,}; --steps ({state.options.steps:,}) "
+                            "counts from the start of its run, so type a larger one.")
+    for model, key in ((common.unwrap(state.G), "G"), (state.ema.model, "G_ema")):
+        missing = load_narrower(model, saved[key])
+        if missing:
+            raise BadInputError(f"The checkpoint's generator lacks {', '.join(missing[:3])}; it is not this architecture.")
+    common.unwrap(state.D).load_state_dict(saved["D"])
+    state.opt_d.load_state_dict(saved["opt_d"])
+    state.step, state.wall_time = int(saved["step"]), float(saved["wall_time"])
+    state.precision = saved["precision"]
+    state.earlier_stages = list(saved.get("earlier_stages", []))
 
 
 # ----------------------------------------------------------------------------- one step
@@ -251,9 +282,13 @@ def train(options: TrainOptions, model_config: ClassConditionalConfig, run_dir: 
     """Train (or continue) a run in `run_dir`. Events for the caller's progress display:
     ("start", {...}), ("log", {...}), ("checkpoint", {...}), ("samples", {...}), ("stop", {...})."""
     world = common.init_distributed(device)
+    start = None
     if resume is not None:
         options = common.resumed_options(resume, options, overrides)
         model_config = ClassConditionalConfig.from_dict(resume["model_config"])
+    elif options.init_from:
+        start = common.load_checkpoint(options.init_from, task="class")
+        model_config = widened_config(start, model_config)
     data = load_labelled_images(options.data, options.split)
     if tuple(data.images.shape[2:]) != (model_config.resolution, model_config.resolution):
         raise BadInputError(f"The images in '{options.data}' are {data.images.shape[3]}x{data.images.shape[2]}; "
@@ -266,6 +301,8 @@ def train(options: TrainOptions, model_config: ClassConditionalConfig, run_dir: 
     state = build_state(model_config, options, device, world)
     if resume is not None:
         state.restore(resume)
+    elif start is not None:
+        start_from_checkpoint(state, start)
     elif options.precision == "auto":
         state.precision, timings = choose_precision(state, data, device, world)
         on_event("precision", {"chosen": state.precision, "seconds_per_step": timings})
@@ -279,6 +316,7 @@ def train(options: TrainOptions, model_config: ClassConditionalConfig, run_dir: 
     fid_monitor, no_fid = load_fid_monitor(options) if world.is_main else (None, "not rank 0")
     on_event("start", {"step": state.step, "steps": options.steps, "precision": state.precision,
                        "world": world.size, "images": len(data.labels),
+                       "init_from": options.init_from if start is not None else None,
                        "scorer": options.classifier if scorer is not None else f"none ({no_scorer})",
                        "fid": f"every {options.fid_every} steps" if fid_monitor is not None else f"none ({no_fid})"})
 

@@ -29,6 +29,7 @@ class TrainOptions:
     class_weight_g: Optional[float] = None   # G's share of it (None: class_weight); > 0 collapsed classes here
     diffaugment: bool = False
     seed: int = 0
+    init_from: Optional[str] = None     # a class training checkpoint a new run starts from, its G widened (nn/widen.py)
     precision: str = "auto"
     sample_every: int = 500
     checkpoint_minutes: float = 5.0
