@@ -378,3 +378,23 @@ def test_train_class_refuses_init_from_with_resume(tmp_path, capsys):
     code = run_guarded(app, ["train", "class", "--out", str(tmp_path / "run"), "--init-from", str(tmp_path / "a.pt")])
     err = capsys.readouterr().err
     assert code == 2 and "No checkpoint at" in err and "Traceback" not in err
+
+
+def test_train_class_init_from_on_the_command_line_says_where_it_started(data_dir, tmp_path, capsys):
+    from annorm_cli.cli.app import app
+    from annorm_cli.cli.errors import run_guarded
+    common = ["--data", str(data_dir), "--batch-size", "8", "--precision", "fp32", "--classifier", "",
+              "--d-channels", "8,8,8,8", "--entities", "4", "--device", "cpu"]
+    assert run_guarded(app, ["train", "class", "--out", str(tmp_path / "narrow"), "--steps", "1",
+                             "--g-channels", "16,8,8,8", *common]) == 0
+    capsys.readouterr()
+    assert run_guarded(app, ["train", "class", "--out", str(tmp_path / "wide"), "--steps", "2", "--g-channels",
+                             "16,12,16,8", "--init-from", str(tmp_path / "narrow"), *common]) == 0
+    err = capsys.readouterr().err
+    assert "training from step 1 to 2" in err and "started from" in err and "resumed" not in err
+    assert tuple(load_checkpoint(tmp_path / "wide")["model_config"]["g_channels"]) == (16, 12, 16, 8)
+    code = run_guarded(app, ["train", "class", "--out", str(tmp_path / "thin"), "--steps", "2", "--g-channels",
+                             "16,4,8,8", "--init-from", str(tmp_path / "narrow"), *common])
+    err = capsys.readouterr().err
+    assert code == 2 and "narrower than the checkpoint's" in err and "Traceback" not in err
+    assert not (tmp_path / "thin").exists()
