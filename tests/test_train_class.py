@@ -398,3 +398,16 @@ def test_train_class_init_from_on_the_command_line_says_where_it_started(data_di
     err = capsys.readouterr().err
     assert code == 2 and "narrower than the checkpoint's" in err and "Traceback" not in err
     assert not (tmp_path / "thin").exists()
+
+
+def test_a_damaged_checkpoint_to_start_from_is_one_sentence(data_dir, tmp_path):
+    from annorm_cli.train.common import World
+    trainer.train(_options(data_dir, 1), TINY, tmp_path / "narrow", device=torch.device("cpu"))
+    saved = load_checkpoint(tmp_path / "narrow")
+    state = trainer.build_state(_wider(TINY), _options(data_dir, 3), torch.device("cpu"), World())
+    saved["G_ema"] = {"stem.weight": "not a tensor"}
+    with pytest.raises(BadInputError, match="damaged or of another architecture"):
+        trainer.start_from_checkpoint(state, saved)
+    del saved["G"]["stem.weight"]
+    with pytest.raises(BadInputError, match="lacks stem.weight"):
+        trainer.start_from_checkpoint(state, saved)

@@ -86,14 +86,22 @@ def start_from_checkpoint(state: RunState, saved: dict) -> None:
     if saved["step"] >= state.options.steps:
         raise BadInputError(f"The checkpoint is at step {saved['step']:,}; --steps ({state.options.steps:,}) "
                             "counts from the start of its run, so type a larger one.")
-    for model, key in ((common.unwrap(state.G), "G"), (state.ema.model, "G_ema")):
-        missing = load_narrower(model, saved[key])
-        if missing:
-            raise BadInputError(f"The checkpoint's generator lacks {', '.join(missing[:3])}; it is not this architecture.")
-    common.unwrap(state.D).load_state_dict(saved["D"])
-    state.opt_d.load_state_dict(saved["opt_d"])
-    state.step, state.wall_time = int(saved["step"]), float(saved["wall_time"])
-    state.precision = saved["precision"]
+    try:
+        for model, key in ((common.unwrap(state.G), "G"), (state.ema.model, "G_ema")):
+            missing = load_narrower(model, saved[key])
+            if missing:
+                raise BadInputError(f"The checkpoint's generator lacks {', '.join(missing[:3])}; "
+                                    "it is not this architecture.")
+        common.unwrap(state.D).load_state_dict(saved["D"])
+        state.opt_d.load_state_dict(saved["opt_d"])
+        state.wall_time = float(saved["wall_time"])
+    except BadInputError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as exc:
+        raise BadInputError(f"The checkpoint to start from is damaged or of another architecture "
+                            f"({type(exc).__name__}).") from None
+    state.step = int(saved["step"])
+    state.precision = saved.get("precision", "fp32") if state.options.precision == "auto" else state.options.precision
     state.earlier_stages = list(saved.get("earlier_stages", []))
 
 
