@@ -11,32 +11,37 @@
 # RUNS/b64, RUNS/b256 ... are ordinary run folders (log.jsonl, samples-*.png, checkpoint.pt;
 # phase1.pt: the checkpoint where phase 1 ended):
 # export one with `annorm export` as for any run. Environment: BATCHES (default "64 256"),
-# DATA (default the trainer's), DEVICE (default cuda), START (default weights/cifar10-an.train.pt).
+# DATA (default the trainer's), DEVICE (default cuda), START (default weights/cifar10-an.train.pt),
+# PYTHON (default python3; the annorm package must be importable by it).
 set -euo pipefail
 runs=${1:?usage: cifar10-on-gpu.sh RUNS MINUTES}
 minutes=${2:?usage: cifar10-on-gpu.sh RUNS MINUTES}
 batches=${BATCHES:-"64 256"}
 device=${DEVICE:-cuda}
 start_state=${START:-weights/cifar10-an.train.pt}
+python=${PYTHON:-python3}
 data_option=()
 [[ -n "${DATA:-}" ]] && data_option=(--data "$DATA")
 now() { date +%s; }
 
 begin=$(now)
-seconds=$(python3 -c "print(int(float('$minutes') * 60))")
+seconds=$("$python" -c "print(int(float('$minutes') * 60))")
+margin=$(( seconds / 10 < 30 ? seconds / 10 : 30 ))   # for phase 2's start-up and its final checkpoint
 finish=$((begin + seconds))
 phase1_end=$((begin + seconds * 6 / 10))
 common=(--device "$device" --precision fp32 --fid-every 0 --sample-every 1000 --keep-every 0
         --checkpoint-minutes 1 --threads 2 --quiet "${data_option[@]}")
 
 # checkpoint STEP WALL_TIME of a run folder or checkpoint file
-progress() { python3 - "$1" <<'EOF'
+progress() { "$python" - "$1" <<'EOF'
 import sys, torch
 from annorm_cli.train.common import load_checkpoint
 saved = load_checkpoint(sys.argv[1], task="class")
 print(int(saved["step"]), float(saved["wall_time"]))
 EOF
 }
+
+seconds_until() { local left=$(( $1 - $(now) )); echo $(( left > 1 ? left : 1 )); }
 
 # a stopped run exits 130 (the checkpoint is written first); anything else is a failure
 stopped_ok() { local rc=$1; [[ $rc -eq 0 || $rc -eq 124 || $rc -eq 130 ]]; }
@@ -47,7 +52,7 @@ echo "start: $start_state at step $start_step; batches: $batches; $minutes min o
 echo "phase 1: full rates until $(date -d @$phase1_end +%T)"
 pids=()
 for batch in $batches; do
-    timeout -s INT $((phase1_end - $(now))) python3 -m annorm_cli train class --out "$runs/b$batch" \
+    timeout -s INT $(seconds_until $phase1_end) "$python" -m annorm_cli train class --out "$runs/b$batch" \
         --resume "$start_state" --batch-size "$batch" --lr-g 1e-4 --lr-d 4e-4 \
         --steps 100000000 --lr-decay-start 100000000 "${common[@]}" &
     pids+=($!)
@@ -58,11 +63,10 @@ for batch in $batches; do cp "$runs/b$batch/checkpoint.pt" "$runs/b$batch/phase1
 pids=()
 for batch in $batches; do
     read -r step wall < <(progress "$runs/b$batch")
-    rate=$(python3 -c "print(($step - $start_step) / max($wall - $start_wall, 1e-9))")
-    left=$((finish - $(now) - 30))                # 30 s: start-up and the final checkpoint
-    decay=$(python3 -c "print(max(1, int($rate * 0.85 * $left)))")
+    rate=$("$python" -c "print(($step - $start_step) / max($wall - $start_wall, 1e-9))")
+    decay=$("$python" -c "print(max(1, int($rate * 0.85 * ($finish - $(now) - $margin))))")
     echo "b$batch: phase 1 ended at step $step ($rate steps/s of training); phase 2 decays over $decay steps"
-    timeout -s INT $((finish - $(now))) python3 -m annorm_cli train class --out "$runs/b$batch" \
+    timeout -s INT $(seconds_until $finish) "$python" -m annorm_cli train class --out "$runs/b$batch" \
         --resume "$runs/b$batch" --steps $((step + decay)) --lr-decay-start "$step" "${common[@]}" &
     pids+=($!)
 done
