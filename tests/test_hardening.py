@@ -515,7 +515,8 @@ def test_training_data_of_the_wrong_kind_is_one_sentence(tmp_path, capsys):
                   "neither a folder nor a .tar")
     two_classes = tiny_image_folder(tmp_path / "two", per_class=40)
     _one_sentence(*annorm(capsys, "train", "class", "--out", tmp_path / "r2", "--data", two_classes, "--fid-every", "0",
-                          "--classifier", "", "--resume", weights.weights_dir() / "cifar10-an.train.pt")[::2],
+                          "--classifier", "", "--steps", "20000",
+                          "--resume", weights.weights_dir() / "cifar10-an.train.pt")[::2],
                   "has 2 classes but the resumed run was trained on 10")
     large = tmp_path / "large" / "train" / "a"
     large.mkdir(parents=True)
