@@ -10,7 +10,7 @@
 #
 # RUNS/b64, RUNS/b256 ... are ordinary run folders (log.jsonl, samples-*.png, checkpoint.pt;
 # phase1.pt: the checkpoint where phase 1 ended):
-# export one with `annorm export` as for any run. Environment: BATCHES (default "64 256"),
+# export one with `annorm train export` as for any run. Environment: BATCHES (default "64 256"),
 # DATA (default the trainer's), DEVICE (default cuda), START (default weights/cifar10-an.train.pt),
 # PYTHON (default python3; the annorm package must be importable by it).
 set -euo pipefail
@@ -34,7 +34,7 @@ common=(--device "$device" --precision fp32 --fid-every 0 --sample-every 1000 --
 
 # checkpoint STEP WALL_TIME of a run folder or checkpoint file
 progress() { "$python" - "$1" <<'EOF'
-import sys, torch
+import sys
 from annorm_cli.train.common import load_checkpoint
 saved = load_checkpoint(sys.argv[1], task="class")
 print(int(saved["step"]), float(saved["wall_time"]))
