@@ -226,16 +226,20 @@ def test_exif_orientation_is_honoured(tmp_path):
     assert shown[:5].mean() > 200 and shown[-5:].mean() < 50   # the band is now on top
 
 
-@pytest.mark.parametrize("inference_scale", [False, True])
-def test_inpaint_training_resumes_exactly(tmp_path, inference_scale):
+REALISM = dict(adv_start=0, adv_weight=0.5, feature_weight=5.0, rec_weight=0.5, d_channels=4, d_layers=2,
+               object_masks=0.5, reconstruction="l1")
+
+
+@pytest.mark.parametrize("inference_scale,realism", [(False, {}), (True, {}), (True, REALISM)])
+def test_inpaint_training_resumes_exactly(tmp_path, inference_scale, realism):
     from annorm_cli.train import inpainting as trainer
     from annorm_cli.train.common import load_checkpoint
     from helpers import tiny_image_folder
     data = tiny_image_folder(tmp_path / "photos", per_class=3)
 
     def options(steps):
-        return trainer.InpaintOptions(data=str(data), steps=steps, batch_size=2, crop=16, adv_start=1,
-                                      sample_every=3, log_every=1, inference_scale=inference_scale)
+        return trainer.InpaintOptions(data=str(data), steps=steps, batch_size=2, crop=16, sample_every=3, log_every=1,
+                                      inference_scale=inference_scale, **{"adv_start": 1, **realism})
     trainer.train(options(4), TINY, tmp_path / "straight", device=torch.device("cpu"))
     trainer.train(options(2), TINY, tmp_path / "split", device=torch.device("cpu"))
     trainer.train(options(4), TINY, tmp_path / "split", device=torch.device("cpu"),
@@ -487,6 +491,57 @@ def test_the_reconstruction_loss_weights_hole_and_valid_pixels_by_l1_or_l2():
     rgb = dataclasses.replace(l1, reconstruction="rgb")
     colour = trainer.reconstruction_loss(output.expand(1, 3, 2, 2), target.expand(1, 3, 2, 2), mask, rgb)
     assert colour.item() == pytest.approx((math.sqrt(3) * 5.0 + 1e-3) / 4, rel=1e-5)
+
+
+@pytest.mark.parametrize("options,message", [
+    (["--d-layers", "8"], "--d-layers must be 1 to 8 and 2**d-layers at most --crop (128), got 8."),
+    (["--d-layers", "0"], "--d-layers must be 1 to 8"),
+    (["--feature-weight", "-1"], "--feature-weight must be 0 or more, got -1.0."),
+    (["--rec-weight", "nan"], "--rec-weight must be a finite number, got nan."),
+    (["--d-channels", "0"], "--d-channels must be a positive integer, got 0."),
+])
+def test_cli_train_inpaint_refuses_bad_realism_options(tmp_path, capsys, options, message):
+    code, err = _run(capsys, "train", "inpaint", "--out", tmp_path / "run", *options, "--quiet")
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_adversarial_losses_count_the_hole_cells_only():
+    from annorm_cli.train import inpainting as trainer
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 2, 2)       # one value per 4 x 4 cell
+    masks = torch.zeros(1, 1, 8, 8)
+    masks[:, :, :4, :4] = 1                                             # cell 0 all hole
+    masks[:, :, :4, 4:6] = 1                                            # cell 1 half hole
+    # by hand: (1 * 1 + 0.5 * 2) / (1 + 0.5)
+    assert trainer.hole_mean(values, masks).item() == pytest.approx(2.0 / 1.5)
+    assert trainer.hole_mean(values, torch.zeros_like(masks)).item() == 0.0
+
+    class Constant(torch.nn.Module):                                  # D: the image's mean per 4 x 4 cell
+        def forward(self, image, mask):
+            return [torch.nn.functional.avg_pool2d(image.mean(1, keepdim=True), 4)]
+    images = torch.full((1, 3, 8, 8), 0.25)
+    completed = torch.full((1, 3, 8, 8), -2.0)
+    # real cells at 0.25: relu(1 - 0.25) = 0.75; fake cells at -2: relu(1 - 2) = 0
+    assert trainer.discriminator_loss(Constant(), images, completed, masks).item() == pytest.approx(0.75)
+    adversarial, _ = trainer.generator_adversarial(Constant(), images, completed, masks)
+    assert adversarial.item() == pytest.approx(2.0)
+
+
+def test_feature_matching_is_the_mean_l1_of_the_features_below_the_logits_over_the_hole():
+    from annorm_cli.train import inpainting as trainer
+
+    class TwoLayers(torch.nn.Module):                                 # features: the image, then its 2 x 2 means
+        def forward(self, image, mask):
+            return [image, torch.nn.functional.avg_pool2d(image, 2), image.mean((1, 2, 3), keepdim=True)]
+    masks = torch.zeros(1, 1, 4, 4)
+    masks[:, :, :2, :2] = 1
+    images = torch.zeros(1, 1, 4, 4)
+    completed = images.clone()
+    completed[:, :, :2, :2] = 0.5                                       # the fill, in the hole
+    completed[:, :, 3, 3] = 9.0                                         # a known pixel: outside the hole, not counted
+    _, matching = trainer.generator_adversarial(TwoLayers(), images, completed, masks)
+    # layer 1: 0.5 over the 4 hole pixels; layer 2: the hole's cell holds 0.5, the others weigh 0
+    assert matching.item() == pytest.approx((0.5 + 0.5) / 2)
 
 
 def test_cli_train_inpaint_refuses_an_unknown_reconstruction_loss(tmp_path, capsys):

@@ -194,6 +194,12 @@ def train_inpaint(
                                                   "(l2 fits the mean of what the hole may hold, what PSNR rewards; "
                                                   "rgb the length of the RGB error, a median without false colours)."),
     adv_start: int = typer.Option(INPAINT.adv_start, help="Step from which the adversarial loss is used (L1 warm-up before)."),
+    d_channels: int = typer.Option(INPAINT.d_channels, help="Discriminator width (x2, then x4 in its deeper layers; new runs only)."),
+    d_layers: int = typer.Option(INPAINT.d_layers, help="Stride-2 layers of the discriminator: one verdict per 2**N px cell (new runs only)."),
+    feature_weight: float = typer.Option(INPAINT.feature_weight, help="Weight of feature matching: L1 between the discriminator's "
+                                         "features of the fill and of the truth, over the hole."),
+    rec_weight: float = typer.Option(INPAINT.rec_weight, help="Weight of the reconstruction loss on the refined output "
+                                     "(lower it for realism: the mean of what a hole may hold is a blur)."),
     channels: int = typer.Option(16, help="Width at full resolution (x2 at 1/2; new runs only)."),
     quarter_channels: Optional[int] = typer.Option(None, help="Width at 1/4 resolution (default 4 x channels; new runs, "
                                                                "or wider than the --init-from model's)."),
@@ -223,8 +229,15 @@ def train_inpaint(
     Example: annorm train inpaint --out ~/runs/scenes-an --steps 50000
     """
     _check_run_folder(out, resume)
-    check_finite(lr=lr, adv_weight=adv_weight, object_masks=object_masks, checkpoint_minutes=checkpoint_minutes)
-    _require_positive(steps=steps, batch_size=batch_size, channels=channels, sample_every=sample_every)
+    check_finite(lr=lr, adv_weight=adv_weight, object_masks=object_masks, checkpoint_minutes=checkpoint_minutes,
+                 feature_weight=feature_weight, rec_weight=rec_weight)
+    _require_positive(steps=steps, batch_size=batch_size, channels=channels, sample_every=sample_every,
+                      d_channels=d_channels)
+    for name, weight in (("adv-weight", adv_weight), ("feature-weight", feature_weight), ("rec-weight", rec_weight)):
+        if weight < 0:
+            raise fail(f"--{name} must be 0 or more, got {weight}.")
+    if not 1 <= d_layers <= 8 or crop < 2 ** d_layers:
+        raise fail(f"--d-layers must be 1 to 8 and 2**d-layers at most --crop ({crop}), got {d_layers}.")
     if quarter_channels is not None:
         _require_positive(quarter_channels=quarter_channels)
     _require_non_negative(keep_every=keep_every)

@@ -191,17 +191,21 @@ def load_narrower(model: InpaintGenerator, trained: dict[str, torch.Tensor]) -> 
 
 
 class PatchDiscriminator(nn.Module):
-    """SN-PatchGAN: six stride-2 spectral-norm convolutions over (image, mask) -> a map of logits."""
+    """SN-PatchGAN (DeepFill v2): `layers` stride-2 5x5 spectral-norm convolutions over (image, mask)
+    -> a map of 4 x channels logits per cell of 2**layers px (receptive field 1 + 4 (2**layers - 1) px:
+    61 / 125 / 253 px for 4 / 5 / 6 layers)."""
 
-    def __init__(self, channels: int = 32) -> None:
+    def __init__(self, channels: int = 32, layers: int = 6) -> None:
         super().__init__()
-        widths = [4, channels, 2 * channels, 4 * channels, 4 * channels, 4 * channels, 4 * channels]
+        widths = [4, channels, 2 * channels] + [4 * channels] * (layers - 2)
         self.layers = nn.ModuleList(spectral_norm(nn.Conv2d(a, b, 5, 2, padding=2)) for a, b in zip(widths, widths[1:]))
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = torch.cat([image, mask], 1)
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's output (after its leaky ReLU); the last is the logit map [B, 4c, H/2**layers, W/2**layers]."""
+        h, out = torch.cat([image, mask], 1), []
         for index, layer in enumerate(self.layers):
             h = layer(h)
             if index < len(self.layers) - 1:
                 h = F.leaky_relu(h, 0.2)
-        return h.flatten(1)                                                     # [B, cells]
+            out.append(h)
+        return out

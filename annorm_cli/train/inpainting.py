@@ -27,7 +27,8 @@ from annorm_cli.train.options import InpaintOptions
 def build_state(config: InpaintConfig, options: InpaintOptions, device: torch.device,
                 world: common.World) -> common.GanRun:
     torch.manual_seed(options.seed)
-    G, D = InpaintGenerator(config).to(device), PatchDiscriminator().to(device)
+    G = InpaintGenerator(config).to(device)
+    D = PatchDiscriminator(options.d_channels, options.d_layers).to(device)
     G, D = common.channels_last_on_cpu(device, G, D)
     ema = common.EMA(G, options.ema_decay)
     opt_g = torch.optim.Adam(G.parameters(), options.lr, betas=(options.beta1, options.beta2))
@@ -86,11 +87,14 @@ def crop_and_flip(planes: list[torch.Tensor], crop: int, rng: torch.Generator) -
     return [p.flip(2) for p in planes] if torch.rand((), generator=rng).item() < 0.5 else planes
 
 
+TRAINING_OBJECT_RATIO = (0.05, 0.30)   # wider than the objects bucket's 10-25%, so that bucket is not the only size
+
+
 def training_mask(height: int, width: int, seed: int, object_share: float) -> np.ndarray:
     """A stroke mask (random_mask), or with probability `object_share` (decided by the seed) one
-    solid object of 10-25% (object_mask), the holes users draw to remove something."""
+    solid object of 5-30% (object_mask), the holes users draw to remove something."""
     if object_share > 0 and np.random.default_rng(seed).uniform() < object_share:
-        return object_mask(height, width, seed)
+        return object_mask(height, width, seed, TRAINING_OBJECT_RATIO)
     return random_mask(height, width, seed)
 
 
@@ -149,6 +153,39 @@ def reconstruction_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.
     return (error * weight).mean()
 
 
+def hole_share(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The share of each cell of a [.., size] map that is hole: masks [B, 1, H, W] -> [B, 1, *size]."""
+    return F.adaptive_avg_pool2d(masks, size)
+
+
+def hole_mean(values: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mean of values [B, C, h, w] over the hole: each cell weighted by its hole share, so cells
+    of known pixels (equal in the fill and the truth) neither train D nor pull G."""
+    weight = hole_share(masks, values.shape[2:])
+    return (values * weight).sum() / (weight.sum() * values.shape[1]).clamp_min(1e-6)
+
+
+def discriminator_loss(D: torch.nn.Module, images: torch.Tensor, completed: torch.Tensor,
+                       masks: torch.Tensor) -> torch.Tensor:
+    """Hinge loss of the SN-PatchGAN on the hole's cells: real photos above 1, fills below -1."""
+    logits = D(torch.cat([images, completed.detach()]), torch.cat([masks, masks]))[-1].float()
+    real, fake = logits.chunk(2)
+    return hole_mean(F.relu(1 - real), masks) + hole_mean(F.relu(1 + fake), masks)
+
+
+def generator_adversarial(D: torch.nn.Module, images: torch.Tensor, completed: torch.Tensor,
+                          masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hinge generator loss on the hole's cells, feature matching: the L1 distance between D's
+    features of the fill and of the truth, per layer below the logits, over the hole's cells)."""
+    fake = D(completed, masks)
+    with torch.no_grad():
+        real = D(images, masks)
+    adversarial = -hole_mean(fake[-1].float(), masks)
+    matching = sum((hole_mean((f.float() - r.float()).abs(), masks) for f, r in zip(fake[:-1], real[:-1])),
+                   torch.zeros((), device=completed.device))
+    return adversarial, matching / max(1, len(fake) - 1)
+
+
 def train_step(state: common.GanRun, photos: list[torch.Tensor], device: torch.device, world: common.World) -> dict:
     options, t = state.options, state.step
     part = common.local_slice(world, options.batch_size)
@@ -163,22 +200,20 @@ def train_step(state: common.GanRun, photos: list[torch.Tensor], device: torch.d
         completed = refined * masks + images * (1 - masks)
     if adversarial:
         with autocast(device, state.precision):
-            logits = state.D(torch.cat([images, completed.detach()]), torch.cat([masks, masks]))
-            real, fake = logits.float().chunk(2)
-            loss_d = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+            loss_d = discriminator_loss(state.D, images, completed, masks)
         state.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         state.opt_d.step()
         losses["loss_d"] = loss_d.item()
-    loss_rec = reconstruction_loss(refined.float(), images, masks, options) + \
-        reconstruction_loss(coarse.float(), images, masks, options)
-    loss = loss_rec + orthogonality_penalty(common.unwrap(state.G)) * options.ortho_weight
+    loss_rec = reconstruction_loss(refined.float(), images, masks, options)
+    loss = options.rec_weight * loss_rec + reconstruction_loss(coarse.float(), images, masks, options)
+    loss = loss + orthogonality_penalty(common.unwrap(state.G)) * options.ortho_weight
     if adversarial:
         D_local = common.unwrap(state.D).requires_grad_(False)
         with autocast(device, state.precision):
-            loss_adv = -D_local(completed, masks).float().mean()
-        loss = loss + options.adv_weight * loss_adv
-        losses["loss_adv"] = loss_adv.item()
+            loss_adv, loss_fm = generator_adversarial(D_local, images, completed, masks)
+        loss = loss + options.adv_weight * loss_adv + options.feature_weight * loss_fm
+        losses.update(loss_adv=loss_adv.item(), loss_fm=loss_fm.item())
     state.opt_g.zero_grad(set_to_none=True)
     loss.backward()
     state.opt_g.step()

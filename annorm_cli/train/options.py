@@ -57,8 +57,12 @@ class InpaintOptions:
     hole_weight: float = 6.0
     valid_weight: float = 1.0
     reconstruction: str = "l1"          # "l1" | "l2" | "rgb": per-pixel error of the weighted reconstruction loss
-    adv_weight: float = 0.01
+    adv_weight: float = 0.01           # hinge loss of the SN-PatchGAN on the hole's cells (0: no discriminator)
     adv_start: int = 20_000
+    d_channels: int = 32               # discriminator width (x2, x4 in deeper layers)
+    d_layers: int = 6                  # stride-2 layers of the discriminator (cells of 2**d_layers px)
+    feature_weight: float = 0.0        # feature matching: L1 between D's features of the fill and of the truth
+    rec_weight: float = 1.0            # weight of the reconstruction loss on the refined output (the coarse keeps 1)
     ortho_weight: float = 1e-3
     ema_decay: float = 0.999
     seed: int = 0

@@ -1,0 +1,162 @@
+"""The realism screen of the inpainting fine-tune (issue 33; docs/models/scenes-inpaint-an.md).
+
+Holes: the objects bucket (masks 0 and 1) and the 10-20% and 30-40% stroke buckets (mask 0) of
+`annorm_cli.evaluate.inpainting.evaluation_masks`, on the first 16 photos of the held-out list and
+on a folder of outside photos, every photo downscaled to a long side of 640 px (Lanczos): 52
+object holes and 52 stroke holes. Measures: KID x 1000 of the square crops around each hole
+against the same crops of the original (as `annorm evaluate inpaint` makes them), mean and
+standard error over folds of photos, the paired difference to PatchMatch (pypatchmatch, patch
+size 3, seed 0: its best setting on this screen), and PSNR in the hole. A screen for candidates,
+not the shipped protocol (that is `annorm evaluate inpaint`).
+
+    python docs/experiments/realism_screen.py OUTSIDE_DIR --candidate shipped=weights/scenes-inpaint-an.safetensors \\
+        --candidate ft=RUN.safetensors:32 --candidate ft-texture=RUN.safetensors:32:texture --strip strip.png
+
+A candidate is NAME=WEIGHTS[:DEPTH[:texture]]: the network fills at a scale where the hole is at
+most DEPTH px deep (the pipeline's DEEPEST_HOLE, default 16), then the texture step if named; a
+candidate with no suffix is the shipped pipeline as it stands. Baseline fills and the originals'
+features are cached in --cache (keyed by the photo set), so a screen of one checkpoint costs only
+its own fills.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from annorm_cli import pipelines
+from annorm_cli import weights as weight_files
+from annorm_cli.datasets import holdout_list, load_photos
+from annorm_cli.evaluate import perceptual as p
+from annorm_cli.evaluate.fid import inception_features, load_inception
+from annorm_cli.evaluate.inpainting import baseline_fill, evaluation_masks, psnr_in_hole
+from annorm_cli.images import make_grid, save_png
+from annorm_cli.pipelines import inpainting as inpainting_pipeline
+
+BASELINES = ("patchmatch", "telea", "ns")
+STROKE_BUCKETS = ("10-20%", "30-40%")
+
+
+def shrink(photo: np.ndarray, side: int = 640) -> np.ndarray:
+    image = Image.fromarray(photo)
+    scale = side / max(image.size)
+    if scale < 1:
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+    return np.asarray(image)
+
+
+def screen_holes(outside: Path, scenes: Path) -> tuple[list[np.ndarray], list[tuple[int, str, np.ndarray]], int]:
+    """(photos: the first 16 held-out ones then the outside folder's, at 640 px; holes as
+    (photo index, "objects" | "strokes", mask); how many photos are held-out ones)."""
+    held = [shrink(t.permute(1, 2, 0).numpy()) for t in load_photos(scenes, holdout_list()[:16]).values()]
+    photos = held + [shrink(np.asarray(Image.open(f).convert("RGB"))) for f in sorted(outside.iterdir())]
+    holes = [(i, "objects", m) for i, photo in enumerate(photos) for m in evaluation_masks(photo, "objects", i, 2)]
+    holes += [(i, "strokes", evaluation_masks(photo, bucket, i, 1)[0])
+              for bucket in STROKE_BUCKETS for i, photo in enumerate(photos)]
+    return photos, holes, len(held)
+
+
+def crop_features(images: list[np.ndarray], holes: list[np.ndarray], inception) -> np.ndarray:
+    """Inception features [n, 2048] of the square crop around each hole."""
+    crops = np.stack([p.hole_crop(image, p.hole_crop_box(hole)) for image, hole in zip(images, holes)])
+    return np.concatenate([inception_features(crops[i:i + 16], inception) for i in range(0, len(crops), 16)])
+
+
+def candidate_fill(spec: str):
+    """NAME=WEIGHTS[:DEPTH[:texture]] -> (name, fill(photo, hole))."""
+    name, _, rest = spec.partition("=")
+    parts = rest.split(":")
+    network, _ = weight_files.load(None, parts[0], task="inpaint")
+    if len(parts) == 1:
+        return name, lambda photo, hole: pipelines.inpaint_array(network, photo, hole)
+    depth, texture = int(parts[1]), len(parts) > 2 and parts[2] == "texture"
+
+    def fill(photo, hole):
+        saved = inpainting_pipeline.DEEPEST_HOLE
+        inpainting_pipeline.DEEPEST_HOLE = depth
+        try:
+            return pipelines.inpaint_array(network, photo, hole, texture=texture)
+        finally:
+            inpainting_pipeline.DEEPEST_HOLE = saved
+    return name, fill
+
+
+def cached(path: Path, compute):
+    if path.is_file():
+        return dict(np.load(path))
+    values = compute()
+    np.savez_compressed(path, **values)
+    return values
+
+
+def report(scores: dict, original: np.ndarray, groups: np.ndarray, kinds: np.ndarray, n_held: int) -> None:
+    for kind in ("objects", "strokes"):
+        for subset, keep in (("held-out", groups < n_held), ("outside", groups >= n_held), ("all", groups >= 0)):
+            keep = keep & (kinds == kind)
+            n_folds = min(10, len(set(groups[keep].tolist())) // 2)
+            folds = {name: p.kid_per_fold(f[keep], original[keep], groups[keep], n_folds)
+                     for name, (f, _) in scores.items()}
+            print(f"{kind}, {subset} ({keep.sum()} holes)")
+            for name, (_, psnr) in scores.items():
+                kid, se = p.mean_and_error(folds[name])
+                diff, diff_se = p.mean_and_error(folds[name] - folds["patchmatch"])
+                print(f"  {name:24s} KID {1000 * kid:5.1f} ± {1000 * se:4.1f}   minus PatchMatch "
+                      f"{1000 * diff:+5.1f} ± {1000 * diff_se:4.1f}   PSNR {psnr[keep].mean():6.2f}")
+
+
+def strip(photos, holes, fills: dict[str, list[np.ndarray]], path: Path, rows: int = 10, side: int = 192) -> None:
+    """One row per object hole (every fifth, so both photo sets show): the hole, each fill, the truth."""
+    picked = [k for k, (_, kind, _) in enumerate(holes) if kind == "objects"][::5][:rows]
+    tiles = []
+    for k in picked:
+        i, _, hole = holes[k]
+        box = p.hole_crop_box(hole)
+        shown = np.where(hole[..., None], np.uint8(255), photos[i])
+        tiles += [p.hole_crop(a, box, side) for a in (shown, *(f[k] for f in fills.values()), photos[i])]
+    grid = make_grid(torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2), len(fills) + 2)
+    save_png(grid, path)
+    print("strip columns: hole |", " | ".join(fills), "| truth ->", path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("outside", type=Path)
+    parser.add_argument("--scenes", type=Path, default=Path("../shared/data/scenes"))
+    parser.add_argument("--candidate", action="append", default=[])
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "annorm-realism-screen")
+    parser.add_argument("--strip", type=Path)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    photos, holes, n_held = screen_holes(args.outside, args.scenes)
+    key = hashlib.sha256(b"".join(photo.tobytes() for photo in photos)).hexdigest()[:12]
+    args.cache.mkdir(parents=True, exist_ok=True)
+    inception = load_inception()
+    masks = [hole for _, _, hole in holes]
+    truths = [photos[i] for i, _, _ in holes]
+    original = cached(args.cache / f"{key}-original.npz",
+                      lambda: {"features": crop_features(truths, masks, inception)})["features"]
+    fills, scores = {}, {}
+    for name in BASELINES:
+        saved = cached(args.cache / f"{key}-{name}.npz", lambda name=name: {
+            f"{k:04d}": baseline_fill(name, photos[i], m) for k, (i, _, m) in enumerate(holes)})
+        fills[name] = [saved[f"{k:04d}"] for k in range(len(holes))]
+    for spec in args.candidate:
+        name, fill = candidate_fill(spec)
+        fills[name] = [fill(photos[i], m) for i, _, m in holes]
+    for name, outs in fills.items():
+        scores[name] = (crop_features(outs, masks, inception),
+                        np.array([psnr_in_hole(o, t, m) for o, t, m in zip(outs, truths, masks)]))
+    groups = np.array([i for i, _, _ in holes])
+    kinds = np.array([kind for _, kind, _ in holes])
+    report(scores, original, groups, kinds, n_held)
+    if args.strip:
+        strip(photos, holes, {n: f for n, f in fills.items() if n != "ns"}, args.strip)
+
+
+if __name__ == "__main__":
+    main()
