@@ -37,6 +37,8 @@ REGISTRY: dict[str, ModelEntry] = {
     "cifar10-classifier": ModelEntry("cifar10-classifier", "classifier", "cifar10-classifier.safetensors",
                                      "Small CIFAR-10 ResNet that scores generated samples (class accuracy)."),
 }
+ARCHITECTURE_TASKS = {"ClassConditionalGenerator": "class-conditional", "InpaintGenerator": "inpaint",
+                      "Classifier": "classifier"}
 DEFAULT_MODEL = {"class-conditional": "cifar10-an", "inpaint": "scenes-inpaint-an", "classifier": "cifar10-classifier"}
 
 
@@ -59,19 +61,57 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+SAFETENSORS_ITEM_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                          "BOOL": 1}
+MAX_HEADER_BYTES = 100_000_000      # safetensors' own limit
+
+
 def _check_safetensors_header(path: Path) -> None:
-    """Refuse anything that is not a safetensors file before any parser sees it."""
+    """Refuse anything that is not a whole, consistent safetensors file before any parser sees it:
+    the header must be a JSON object within the file, and every tensor's dtype, shape and byte
+    range must agree with each other and lie inside the file's data."""
+    size = path.stat().st_size
     with open(path, "rb") as handle:
         head = handle.read(9)
-    header_len = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
-    if header_len > 0 and head[8:9] == b"{" and header_len + 8 <= path.stat().st_size:
-        return
-    if head[:1] == b"\x80" or head[:2] == b"PK":
-        raise WeightsError(f"'{path}' is a pickle / torch.save file; annorm only loads .safetensors weights "
-                           "and never unpickles.")
-    if header_len > 0 and head[8:9] == b"{":
-        raise WeightsError(f"'{path}' is truncated: its safetensors header points past the end of the file.")
-    raise WeightsError(f"'{path}' is not a safetensors file.")
+        header_len = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+        if header_len <= 0 or head[8:9] != b"{" or header_len > MAX_HEADER_BYTES:
+            if head[:1] == b"\x80" or head[:2] == b"PK":
+                raise WeightsError(f"'{path}' is a pickle / torch.save file; annorm only loads .safetensors weights "
+                                   "and never unpickles.")
+            raise WeightsError(f"'{path}' is not a safetensors file.")
+        if header_len + 8 > size:
+            raise WeightsError(f"'{path}' is truncated: its safetensors header runs past the end of the file.")
+        handle.seek(8)
+        raw = handle.read(header_len)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        raise WeightsError(f"'{path}' is damaged: its safetensors header is not readable JSON.") from None
+    if not isinstance(header, dict):
+        raise WeightsError(f"'{path}' is damaged: its safetensors header is not a JSON object.")
+    data_bytes = size - 8 - header_len
+    for name, entry in header.items():
+        if name != "__metadata__":
+            _check_tensor_entry(path, str(name)[:60], entry, data_bytes)
+
+
+def _check_tensor_entry(path: Path, name: str, entry, data_bytes: int) -> None:
+    """One tensor of a safetensors header: a known dtype, a shape of non-negative integers and a
+    byte range [begin, end) inside the data whose length is the shape's."""
+    ok = isinstance(entry, dict) and entry.get("dtype") in SAFETENSORS_ITEM_BYTES
+    shape, offsets = (entry.get("shape"), entry.get("data_offsets")) if ok else (None, None)
+    integers = lambda v, n=None: isinstance(v, list) and (n is None or len(v) == n) and all(  # noqa: E731
+        isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
+    if not (ok and integers(shape) and integers(offsets, 2) and len(shape) <= 8):
+        raise WeightsError(f"'{path}' is damaged: the tensor '{name}' has no valid dtype, shape and offsets.")
+    begin, end = offsets
+    expected = SAFETENSORS_ITEM_BYTES[entry["dtype"]]
+    for dim in shape:
+        expected *= dim
+    if end > data_bytes or begin > end:
+        raise WeightsError(f"'{path}' is truncated or damaged: the tensor '{name}' lies beyond the end of the file.")
+    if end - begin != expected:
+        raise WeightsError(f"'{path}' is damaged: the tensor '{name}' claims {expected:,} bytes but holds {end - begin:,}.")
 
 
 def resolve(model: Optional[str] = None, weights: Optional[str | os.PathLike] = None,
@@ -128,7 +168,10 @@ def load_state(path: Path, card: dict) -> dict[str, torch.Tensor]:
         raise WeightsError(f"'{path}' does not match the sha256 in its card (file {actual[:12]}..., card "
                            f"{card['sha256'][:12]}...); re-fetch the weights.")
     from safetensors.torch import load_file
-    return {k: v.float() for k, v in load_file(str(path)).items()}
+    try:
+        return {k: v.float() for k, v in load_file(str(path)).items()}
+    except Exception as exc:                         # safetensors' own checks, beyond the header's above
+        raise WeightsError(f"'{path}' is not a readable safetensors file ({type(exc).__name__}).") from None
 
 
 def build_model(card: dict, state: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -163,8 +206,10 @@ def load(model: Optional[str] = None, weights: Optional[str | os.PathLike] = Non
     """(model in eval mode on CPU, card) for a registry name or a .safetensors file with its card."""
     path, card_path = resolve(model, weights, task)
     card = read_card(card_path)
-    if card.get("task", task) != task:
-        raise WeightsError(f"'{path}' holds a model for the task {card['task']}, not {task}.")
+    holds = card.get("task", ARCHITECTURE_TASKS.get(card["architecture"], task))
+    if holds != task or ARCHITECTURE_TASKS.get(card["architecture"], task) != task:
+        raise WeightsError(f"'{path}' holds a model for the task "
+                           f"{ARCHITECTURE_TASKS.get(card['architecture'], holds)}, not {task}.")
     return build_model(card, load_state(path, card)), card
 
 

@@ -602,3 +602,59 @@ def test_the_truncation_cache_keeps_the_most_recently_used_files(tmp_path, monke
     os.utime(old[1], (1_000, 1_000))                       # now the oldest
     generation.prune_cache(folder, keep=3)
     assert set(folder.iterdir()) == {stored, old[-1], old[-2]}
+
+
+def _safetensors(header: dict, data: bytes) -> bytes:
+    import json
+    raw = json.dumps(header).encode()
+    return len(raw).to_bytes(8, "little") + raw + data
+
+
+@pytest.mark.parametrize("blob, words", [
+    (_safetensors({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8)[:20],
+     "header runs past the end of the file"),
+    ((10 ** 6).to_bytes(8, "little") + b'{"w": 1}', "header runs past the end of the file"),
+    (_safetensors({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4), "beyond the end"),
+    (_safetensors({"w": {"dtype": "F32", "shape": [10 ** 9, 10 ** 9], "data_offsets": [0, 8]}}, b"\0" * 8),
+     "claims 4,000,000,000,000,000,000 bytes"),
+    (_safetensors({"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, b"\0" * 8), "no valid dtype"),
+    (_safetensors({"w": {"dtype": "Q4", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8), "no valid dtype"),
+    (b"\x05\0\0\0\0\0\0\0{oops", "not readable JSON"),
+    (_safetensors([1, 2], b""), "not a safetensors file"),
+])
+def test_damaged_safetensors_files_are_one_sentence_even_when_the_card_matches_them(shipped_copy, capsys, tmp_path,
+                                                                                  blob, words):
+    import hashlib
+    import json
+    shipped_copy.write_bytes(blob)
+    card_path = shipped_copy.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card["sha256"] = hashlib.sha256(blob).hexdigest()
+    card_path.write_text(json.dumps(card))
+    for command in (["generate", "--weights", shipped_copy, "--out", tmp_path / "o"],
+                    ["visualize-layout", "--weights", shipped_copy, "--class", "cat", "--out", tmp_path / "o.png"]):
+        _one_sentence(*annorm(capsys, *command)[::2], words)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.png").exists()
+    with pytest.raises(AnnormError, match=words.replace("(", r"\(")):
+        annorm_cli.generate("cat", weights=shipped_copy)
+
+
+def test_a_card_without_a_task_is_judged_by_its_architecture(tmp_path, capsys):
+    import json
+    import shutil
+
+    from annorm_cli import weights
+    for name, command in (("scenes-inpaint-an", ["generate", "--class", "cat"]),
+                          ("scenes-inpaint-an", ["visualize-layout", "--class", "cat"]),
+                          ("cifar10-an", ["inpaint", tmp_path / "p.png", tmp_path / "m.png"])):
+        path, card = weights.resolve(name, task=weights.REGISTRY[name].task)
+        shutil.copy(path, tmp_path / "w.safetensors")
+        data = json.loads(card.read_text())
+        data.pop("task")
+        (tmp_path / "w.json").write_text(json.dumps(data))
+        Image.new("RGB", (32, 32)).save(tmp_path / "p.png")
+        Image.new("L", (32, 32), 255).crop((0, 0, 32, 32)).save(tmp_path / "m.png")
+        out = tmp_path / ("o.png" if command[0] != "generate" else "o")
+        code, _, err = annorm(capsys, *command, "--weights", tmp_path / "w.safetensors", "--out", out)
+        _one_sentence(code, err, "holds a model for the task")
+        assert not out.exists()
