@@ -658,3 +658,29 @@ def test_a_card_without_a_task_is_judged_by_its_architecture(tmp_path, capsys):
         code, _, err = annorm(capsys, *command, "--weights", tmp_path / "w.safetensors", "--out", out)
         _one_sentence(code, err, "holds a model for the task")
         assert not out.exists()
+
+
+BIG = str(2 ** 63)
+HUGE = "9" * 30
+
+
+@pytest.mark.parametrize("args, words", [
+    (["visualize-layout", "--class", "cat", "--seed", BIG], "--seed must be an integer from 0 to 2**63 - 1"),
+    (["visualize-layout", "--class", "cat", "--seed", HUGE], "--seed must be an integer from 0 to 2**63 - 1"),
+    (["visualize-layout", "--class", "cat", "--seed", "-1"], "--seed must be an integer from 0 to 2**63 - 1"),
+    (["inpaint", "p.png", "m.png", "--seed", HUGE], "--seed must be an integer from 0 to 2**63 - 1"),
+    (["generate", "--class", "cat", "--seed", HUGE], "below 2**63"),
+    (["evaluate", "accuracy", "--seed-offset", str(2 ** 63 - 5), "--per-class", "10"], "its last seed is"),
+    (["evaluate", "fid", "--seed-offset", HUGE], "--seed-offset must be an integer from 0 to 2**63 - 1"),
+    (["train", "inpaint", "--seed", BIG], "--seed must be"),
+    (["train", "class", "--seed", HUGE], "--seed must be"),
+    (["train", "classifier", "--seed", BIG], "--seed must be"),
+])
+def test_seeds_beyond_64_bits_are_one_sentence_in_every_command(tmp_path, capsys, monkeypatch, args, words):
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (32, 32)).save("p.png")
+    Image.new("L", (32, 32)).save("m.png")
+    out = ["--out", str(tmp_path / "out")] if args[0] != "evaluate" else []
+    code, _, err = annorm(capsys, *args, *out)
+    _one_sentence(code, err, words)
+    assert sorted(os.listdir(tmp_path)) == ["m.png", "p.png"]

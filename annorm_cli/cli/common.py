@@ -99,6 +99,14 @@ MAX_SEED = 2 ** 63                 # seeds are 64-bit signed integers, as torch'
 MAX_SEEDS = 100_000                # per command
 
 
+def check_seed_option(seed: int, option: str = "--seed", count: int = 1) -> int:
+    """Refuse a seed option (or the last of `count` seeds from it) outside 0 ... 2**63 - 1."""
+    if not 0 <= seed or seed + max(count, 1) - 1 >= MAX_SEED:
+        last = "" if count <= 1 else f" (its last seed is {seed + count - 1})"
+        raise fail(f"{option} must be an integer from 0 to 2**63 - 1{last}, got {str(seed)[:40]}.")
+    return seed
+
+
 def parse_seeds(text: str, num: int | None) -> list[int]:
     """"7" (then `num` consecutive seeds from 7), "0-29" (inclusive), or "1,5,9"."""
     text = text.strip()

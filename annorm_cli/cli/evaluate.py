@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from annorm_cli.cli.common import check_max_side, check_outputs, check_truncation, progress, working
+from annorm_cli.cli.common import check_max_side, check_outputs, check_seed_option, check_truncation, progress, working
 from annorm_cli.cli.errors import fail
 from annorm_cli.data import CIFAR10, CIFAR10_TEST_STATS, SCENES
 from annorm_cli.evaluate.names import BASELINES, BUCKETS
@@ -45,6 +45,7 @@ def fid(
     """
     if per_class < 1 or batch_size < 1:
         raise fail("--per-class and --batch-size must be positive integers.")
+    check_seed_option(seed_offset, "--seed-offset", per_class)
     check_truncation(truncation)
     if truncation is not None and (real is not None or record):
         raise fail("--truncation applies to generated samples and is not the protocol: it cannot go with "
@@ -154,6 +155,7 @@ def accuracy(
     """
     if per_class < 1:
         raise fail("--per-class must be a positive integer.")
+    check_seed_option(seed_offset, "--seed-offset", per_class)
     check_truncation(truncation)
     if real and not test_data.exists():                 # every input path is checked before any work
         raise fail(f"Test data '{test_data}' not found; pass --test-data (or set ANNORM_DATA) or --no-real.")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from annorm_cli.cli.common import check_max_side, progress, working
+from annorm_cli.cli.common import check_max_side, check_seed_option, progress, working
 from annorm_cli.cli.errors import fail
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -67,6 +67,7 @@ def inpaint_command(
     """
     if dilate < 0:
         raise fail(f"--dilate must be zero or positive, got {dilate}.")
+    check_seed_option(seed)
     check_max_side(max_side)
     jobs = _pairs(image, mask, out)
     _check_targets(jobs, compare, overwrite)

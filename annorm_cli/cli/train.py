@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from annorm_cli.cli.common import check_finite, parse_widths, set_threads
+from annorm_cli.cli.common import check_finite, check_seed_option, parse_widths, set_threads
 from annorm_cli.cli.errors import fail
 from annorm_cli.data import CIFAR10
 from annorm_cli.train.options import InpaintOptions, TrainOptions, options_from
@@ -143,6 +143,7 @@ def train_class(
     Example: annorm train class --out ~/runs/cifar10-an --steps 20000
     """
     _check_run_folder(out, resume)
+    check_seed_option(seed)
     if init_from is not None and resume is not None:
         raise fail("--init-from starts a new run and --resume continues one; pass only one of them.")
     check_finite(lr_g=lr_g, lr_d=lr_d, ema_decay=ema_decay, ortho_weight=ortho_weight, class_weight=class_weight,
@@ -229,6 +230,7 @@ def train_inpaint(
     Example: annorm train inpaint --out ~/runs/scenes-an --steps 50000
     """
     _check_run_folder(out, resume)
+    check_seed_option(seed)
     check_finite(lr=lr, adv_weight=adv_weight, object_masks=object_masks, checkpoint_minutes=checkpoint_minutes,
                  feature_weight=feature_weight, rec_weight=rec_weight)
     _require_positive(steps=steps, batch_size=batch_size, channels=channels, sample_every=sample_every,
@@ -289,6 +291,7 @@ def train_classifier(
     Example: annorm train classifier --out ~/runs/classifier && annorm train export ~/runs/classifier --out weights/cifar10-classifier.safetensors
     """
     _check_run_folder(out, resume)
+    check_seed_option(seed)
     check_finite(lr=lr)
     if min(steps, batch_size) < 1 or not lr > 0:
         raise fail("--steps and --batch-size must be positive integers and --lr positive.")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from annorm_cli.cli.common import working
+from annorm_cli.cli.common import check_seed_option, working
 from annorm_cli.cli.generate import MAX_SCALE
 from annorm_cli.cli.errors import fail
 
@@ -32,8 +32,9 @@ def visualize_command(
         raise fail("Inpainting mode needs both --image and --mask.")
     if image is not None and class_name is not None:
         raise fail("Give either --class (generator) or --image and --mask (inpainting), not both.")
-    if top_k < 1 or scale < 1 or seed < 0:
-        raise fail("--top-k and --scale must be positive and --seed non-negative.")
+    if top_k < 1 or scale < 1:
+        raise fail("--top-k and --scale must be positive.")
+    check_seed_option(seed)
     if scale > MAX_SCALE:
         raise fail(f"--scale must be from 1 to {MAX_SCALE}, got {scale}.")
     if out.exists() and not out.is_dir():
