@@ -684,3 +684,31 @@ def test_seeds_beyond_64_bits_are_one_sentence_in_every_command(tmp_path, capsys
     code, _, err = annorm(capsys, *args, *out)
     _one_sentence(code, err, words)
     assert sorted(os.listdir(tmp_path)) == ["m.png", "p.png"]
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"colour": "blue"}, "training options this annorm does not know (colour)"),
+    ({"steps": "many"}, "its option 'steps' is str, not int"),
+    ({"lr": True}, "its option 'lr' is bool, not float"),
+])
+@pytest.mark.parametrize("command", ["resume", "export"])
+def test_a_checkpoint_whose_options_this_annorm_does_not_know_is_one_sentence(tmp_path, capsys, change, words,
+                                                                             command):
+    import torch
+
+    from annorm_cli.train import inpainting as trainer
+    from annorm_cli.train.common import load_checkpoint
+    from helpers import TINY_INPAINT, tiny_image_folder
+    data = tiny_image_folder(tmp_path / "photos", per_class=3)
+    options = trainer.InpaintOptions(data=str(data), steps=1, batch_size=2, crop=16, sample_every=5)
+    trainer.train(options, TINY_INPAINT, tmp_path / "run", device=torch.device("cpu"))
+    saved = load_checkpoint(tmp_path / "run")
+    saved["options"].update(change)
+    torch.save(saved, tmp_path / "odd.pt")
+    before = sorted(os.listdir(tmp_path))
+    if command == "resume":
+        args = ["train", "inpaint", "--out", tmp_path / "r", "--resume", tmp_path / "odd.pt", "--steps", "3"]
+    else:
+        args = ["train", "export", tmp_path / "odd.pt", "--out", tmp_path / "w.safetensors"]
+    _one_sentence(*annorm(capsys, *args)[::2], words)
+    assert sorted(os.listdir(tmp_path)) == before

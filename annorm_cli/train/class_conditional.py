@@ -348,7 +348,7 @@ def export_generator(saved: dict, path: Path, card: dict) -> dict:
     weights: safetensors + JSON card (config, sha256, steps, wall time + `card`)."""
     from annorm_cli import weights
     model_config = ClassConditionalConfig.from_dict(saved["model_config"])
-    options = TrainOptions(**saved["options"])
+    options = common.saved_options(saved, TrainOptions)
     state = build_state(model_config, options, torch.device("cpu"), common.World())
     state.restore(saved)
     generator = sampling_copy(state)

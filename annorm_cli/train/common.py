@@ -94,6 +94,29 @@ RUN_CONTROLS = ("steps", "sample_every", "checkpoint_minutes", "keep_every", "lo
                 "fid_every", "fid_per_class", "fid_reference")
 
 
+def saved_options(saved: dict, kind: type):
+    """The checkpoint's options as a `kind` (TrainOptions, InpaintOptions, ClassifierOptions), every
+    name known and every value of its field's type (None where the default is None) before
+    anything uses them; names a newer annorm added and this one lacks are one sentence."""
+    options = saved["options"]
+    if not isinstance(options, dict):
+        raise BadInputError("The checkpoint is damaged: its options are not a mapping.")
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = sorted(str(name)[:40] for name in options if name not in fields)
+    if unknown:
+        raise BadInputError(f"The checkpoint holds training options this annorm does not know ({', '.join(unknown[:5])}); "
+                            "it was written by another version of annorm.")
+    for name, value in options.items():
+        default = fields[name].default
+        kinds = (int, float) if isinstance(default, float) else (type(default),) if default is not None else None
+        if value is None or kinds is None and isinstance(value, (int, float, str)):
+            continue
+        if kinds is None or not isinstance(value, kinds) or isinstance(value, bool) != isinstance(default, bool):
+            raise BadInputError(f"The checkpoint is damaged: its option '{name}' is {type(value).__name__}, "
+                                f"not {type(default).__name__}.")
+    return kind(**options)
+
+
 def resumed_options(saved: dict, given, overrides: frozenset[str] = frozenset()):
     """The options of a resumed run: everything that shapes the optimisation comes from the
     checkpoint (so the run continues as it would have), except the fields named in `overrides`
@@ -101,13 +124,13 @@ def resumed_options(saved: dict, given, overrides: frozenset[str] = frozenset())
     run's own); how far to train and how often to log, sample and checkpoint come from `given`,
     except `steps` of a run whose learning rate decays towards it: there it is part of the
     schedule, and a resume that did not type --steps would otherwise restart the decay."""
-    saved_options = type(given)(**saved["options"])
+    restored = saved_options(saved, type(given))
     keep = (set(RUN_CONTROLS) | set(overrides)) & {f.name for f in dataclasses.fields(given)}
-    decay_start = getattr(saved_options, "lr_decay_start", None)
-    decays = decay_start is not None and decay_start < saved_options.steps
+    decay_start = getattr(restored, "lr_decay_start", None)
+    decays = decay_start is not None and decay_start < restored.steps
     if decays and "steps" not in overrides:
         keep.discard("steps")
-    options = dataclasses.replace(saved_options, **{k: getattr(given, k) for k in keep})
+    options = dataclasses.replace(restored, **{k: getattr(given, k) for k in keep})
     if saved["step"] >= options.steps:
         raise BadInputError(f"The checkpoint is at step {saved['step']:,}, the end of a run of --steps "
                             f"{options.steps:,}; type a larger --steps to go on"

@@ -275,6 +275,7 @@ def export_generator(saved: dict, path: Path, card: dict) -> dict:
     (what --resume continues); `stages` lists every run the model was grown through, and
     `total_steps` / `train_wall_time_s` add them up."""
     from annorm_cli import weights
+    common.saved_options(saved, InpaintOptions)
     config = InpaintConfig.from_dict(saved["model_config"])
     generator = InpaintGenerator(config)
     generator.load_state_dict(saved["G_ema"])
