@@ -331,7 +331,7 @@ def test_a_widened_generator_computes_what_the_narrow_one_did(attention):
         a = narrow(z, labels)
         torch.manual_seed(3)
         b = wide(z, labels)
-        assert (a - b).abs().max() < 1e-5, mode
+        assert (a - b).abs().max() < 1e-4, mode      # float32 sums in another order (1.2e-5 seen on an EPYC)
     # the new channels live (random weights of their own); only what reads them starts at zero
     assert wide.block8.conv2.weight[8:, :8].abs().sum() > 0 and wide.block8.conv2.weight[:, 8:].abs().sum() == 0
     assert wide.block16.conv1.weight[:, 8:].abs().sum() == 0
