@@ -227,7 +227,8 @@ def test_nan_training_numbers_are_refused(tmp_path, capsys, option):
     ({"scale": "abc"}, "malformed"),
     ({"truncation": "abc"}, "malformed"),
     ({"scale": "100000000"}, "--scale must be from 1 to 64"),
-    ({"truncation": "nan"}, "finite"),
+    ({"truncation": "nan"}, "from 0.1 to 4"),
+    ({"truncation": "1e999"}, "from 0.1 to 4"),
     ({"seed": "99999999999999999999999"}, "below 2**63"),
 ])
 def test_crafted_png_parameters_are_refused(tmp_path, capsys, chunks, words):
@@ -246,7 +247,9 @@ def test_crafted_png_parameters_are_refused(tmp_path, capsys, chunks, words):
     ({"seeds": None}, "seeds must be"),
     ({"seeds": [2 ** 64]}, "2**63"),
     ({"seeds": [1.5]}, "integer"),
-    ({"truncation": float("nan")}, "finite"),
+    ({"truncation": float("nan")}, "from 0.1 to 4"),
+    ({"truncation": float("inf")}, "from 0.1 to 4"),
+    ({"truncation": 1e-9}, "from 0.1 to 4"),
     ({"precision": "fp8"}, "precision"),
     ({"classes": 3.2}, "classes must be a class name or index"),
     ({"classes": [True]}, "classes must be a class name or index"),
@@ -542,7 +545,7 @@ def test_readable_pictures_a_wrapped_one_class_grid_and_labelled_compare(photo_a
     (["visualize-layout", "--class", "cat", "--scale", "100000"], "--scale must be from 1 to 64"),
     (["train", "class", "--threads", "0", "--steps", "1"], "--threads must be a positive integer"),
     (["bench", "layer", "--threads", "-2"], "--threads must be a positive integer"),
-    (["evaluate", "fid", "--truncation", "0"], "--truncation must be a positive finite number, got 0.0"),
+    (["evaluate", "fid", "--truncation", "0"], "--truncation must be a number from 0.1 to 4, got 0.0."),
     (["bench", "train-step", "--g-channels", "256,128,64"], "--g-channels takes four positive widths separated by "
                                                              "commas, like 256,128,64,32"),
     (["models", "--bogus"], "No such option: --bogus. See 'annorm models --help'"),

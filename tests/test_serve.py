@@ -153,7 +153,13 @@ def test_generate_samples_carry_the_cli_parameters(client, tmp_path):
 def test_generate_bad_requests(client):
     _one_sentence(client.post("/api/generate", json={"classes": ["kat"]}), 400, "Unknown class")
     _one_sentence(client.post("/api/generate", json={"count": 0}), 422, "count")
-    _one_sentence(client.post("/api/generate", json={"truncation": -1}), 422, "truncation")
+    for truncation in (-1, 0, 1e-9, 5):
+        _one_sentence(client.post("/api/generate", json={"truncation": truncation}), 400, "from 0.1 to 4")
+    infinite = client.post("/api/generate", content=b'{"truncation": Infinity}', headers={"content-type": "application/json"})
+    _one_sentence(infinite, 400, "from 0.1 to 4", "got inf")
+    _one_sentence(client.post("/api/generate", json={"seed": 2 ** 63 - 2, "count": 3}), 400, "The last seed")
+    long = _one_sentence(client.post("/api/generate", json={"classes": ["x" * 5_000_000]}), 400, "Unknown class")
+    assert len(long) <= 300
     _one_sentence(client.post("/api/generate", json={"classes": ["all"], "count": 64}), 400, "at most")
     _one_sentence(client.post("/api/generate", content=b"{", headers={"content-type": "application/json"}), 422)
 
@@ -167,6 +173,9 @@ def test_layouts_for_a_sample_and_a_photo(client):
     assert photo["width"] == 128 and len(photo["layers"]) >= 1
     _one_sentence(client.post("/api/layouts", files={"image": ("p.png", _png(PHOTO))}), 400, "mask")
     _one_sentence(client.post("/api/layouts", data={}), 400, "class_name")
+    for truncation in ("inf", "1e999", "nan", "0.01"):
+        _one_sentence(client.post("/api/layouts", data={"class_name": "cat", "truncation": truncation}), 400,
+                      "from 0.1 to 4")
 
 
 def test_pages_and_docs_are_served(client):
@@ -192,15 +201,19 @@ def test_a_full_queue_gets_503_and_the_server_recovers(app, client):
 
 
 def test_a_flood_gets_200_or_503_never_a_crash(client):
-    statuses = []
+    statuses, failures = [], []
 
     def ask():
-        statuses.append(client.post("/api/layouts", data={"class_name": "cat", "seed": "1"}).status_code)
+        try:                                          # a server exception raises here: record it, not lose it
+            statuses.append(client.post("/api/layouts", data={"class_name": "cat", "seed": "1"}).status_code)
+        except Exception as exc:                      # noqa: BLE001
+            failures.append(repr(exc))
     threads = [threading.Thread(target=ask) for _ in range(12)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert not failures and len(statuses) == 12            # every request answered
     assert set(statuses) <= {200, 503} and 200 in statuses
 
 
@@ -234,10 +247,97 @@ def test_serve_without_the_extra_names_it(monkeypatch, capsys):
 
 
 def test_serve_help_does_not_import_the_server_or_numpy():
-    started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", "import sys; from annorm_cli.cli.app import app;"
                              "from annorm_cli.cli.errors import run_guarded; run_guarded(app, ['serve', '--help']);"
                              "print('fastapi' in sys.modules, 'torch' in sys.modules, 'numpy' in sys.modules)"],
                             capture_output=True, text=True)
     assert result.stdout.strip().endswith("False False False"), result.stdout + result.stderr
-    assert time.perf_counter() - started < 20
+
+
+def test_the_mask_endpoint_bounds_the_size_it_is_asked_for(client):
+    started = time.perf_counter()
+    response = client.post("/api/mask", files={"mask": ("m.png", _png(MASK))}, data={"width": "10000", "height": "10000"})
+    _one_sentence(response, 413, "above the limit")
+    assert time.perf_counter() - started < 5                 # refused before any work (generous: loaded machines)
+    _one_sentence(client.post("/api/mask", files={"mask": ("m.png", _png(MASK))},
+                              data={"width": "100000", "height": "100000"}), 413, "above the limit")
+
+
+@pytest.fixture(scope="module")
+def local_client():
+    from annorm_cli.server.app import create_app, local_hosts
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    return TestClient(create_app("cpu", hosts=local_hosts("127.0.0.1", 8000)), base_url="http://127.0.0.1:8000")
+
+
+def test_a_local_server_answers_only_to_its_own_address(local_client):
+    assert local_client.get("/api/models").status_code == 200
+    assert local_client.get("/api/models", headers={"host": "localhost:8000"}).status_code == 200
+    for host in ("evil.example:8000", "127.0.0.1:9999", "attacker.test"):        # DNS rebinding names its own host
+        _one_sentence(local_client.get("/api/models", headers={"host": host}), 421, "address it listens on")
+        _one_sentence(local_client.post("/api/generate", json={"count": 1}, headers={"host": host}), 421)
+
+
+def test_cross_origin_requests_that_change_state_are_refused(local_client):
+    form = {"class_name": "cat", "seed": "1"}
+    for headers in ({"origin": "http://evil.example"}, {"origin": "null"}, {"sec-fetch-site": "cross-site"},
+                    {"origin": "http://127.0.0.1:9999"}):
+        _one_sentence(local_client.post("/api/layouts", data=form, headers=headers), 403, "another site")
+    same = {"origin": "http://127.0.0.1:8000", "sec-fetch-site": "same-origin"}
+    assert local_client.post("/api/layouts", data=form, headers=same).status_code == 200
+    assert local_client.post("/api/layouts", data=form).status_code == 200        # no Origin: curl, scripts
+    assert local_client.get("/", headers={"origin": "http://evil.example"}).status_code == 200   # reading the page
+
+
+def test_local_hosts_are_the_loopback_names_with_the_port():
+    from annorm_cli.server.app import local_hosts
+    assert local_hosts("127.0.0.1", 8000) == {"127.0.0.1:8000", "localhost:8000"}
+    assert local_hosts("::1", 80) == {"[::1]:80", "localhost:80", "[::1]", "localhost"}
+    assert local_hosts("0.0.0.0", 8000) is None
+
+
+def _http_response(sock) -> bytes:
+    """One whole response (head + Content-Length bytes of body) from a keep-alive socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += sock.recv(4096)
+    return head
+
+
+def test_a_connection_stuck_mid_header_is_closed(monkeypatch):
+    import socket
+
+    import uvicorn
+
+    from annorm_cli.server.app import create_app
+    from annorm_cli.server.timeouts import HeaderTimeoutProtocol
+
+    class Quick(HeaderTimeoutProtocol):
+        header_timeout = 0.5
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app("cpu"), log_level="warning", http=Quick))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        stuck = socket.create_connection(("127.0.0.1", port))
+        stuck.sendall(b"GET /api/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        stuck.settimeout(10)
+        assert stuck.recv(100) == b""                         # closed by the server, not answered
+        whole = socket.create_connection(("127.0.0.1", port))
+        whole.settimeout(10)
+        for pause in (0.0, 1.0):                                # a finished request's connection is not cut by it
+            time.sleep(pause)
+            whole.sendall(b"GET /api/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert _http_response(whole).startswith(b"HTTP/1.1 200")
+    finally:
+        server.should_exit = True
+        thread.join(10)

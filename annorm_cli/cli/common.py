@@ -138,9 +138,11 @@ def parse_seeds(text: str, num: int | None) -> list[int]:
 
 
 def check_truncation(truncation: Optional[float]) -> None:
-    """--truncation: absent, or a positive finite number."""
-    if truncation is not None and not 0 < truncation < float("inf"):
-        raise fail(f"--truncation must be a positive finite number, got {truncation}.")
+    """--truncation: absent, or within the range every entry point shares (pipelines.check_truncation)."""
+    from annorm_cli.pipelines.generation import TRUNCATION_RANGE
+    low, high = TRUNCATION_RANGE
+    if truncation is not None and not low <= truncation <= high:
+        raise fail(f"--truncation must be a number from {low:g} to {high:g}, got {truncation}.")
 
 
 def parse_widths(text: str, option: str) -> tuple[int, ...]:

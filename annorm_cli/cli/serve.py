@@ -33,7 +33,8 @@ def serve_command(
     import uvicorn
 
     from annorm_cli.device import resolve_device
-    from annorm_cli.server.app import create_app
+    from annorm_cli.server.app import create_app, local_hosts
+    from annorm_cli.server.timeouts import KEEP_ALIVE_S, HeaderTimeoutProtocol
     resolve_device(device)                                    # an unavailable device fails here, not per request
     try:
         listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -48,7 +49,9 @@ def serve_command(
         if open_browser:
             import webbrowser
             webbrowser.open(address)
-        config = uvicorn.Config(create_app(device), log_level="warning", access_log=False)
+        app = create_app(device, hosts=local_hosts(host, listener.getsockname()[1]))
+        config = uvicorn.Config(app, log_level="warning", access_log=False, http=HeaderTimeoutProtocol,
+                                timeout_keep_alive=KEEP_ALIVE_S)
         uvicorn.Server(config).run(sockets=[listener])
     finally:
         tempfile.tempdir = None

@@ -24,9 +24,15 @@ class Generated:
     card: dict
 
 
+MAX_CLASS_NAME = 40         # longer class names are quoted cut to this many characters
+
+
 def class_index(name_or_index: str | int, class_names: Sequence[str]) -> int:
     """A class given by name (case-insensitive) or index; unknown names suggest the closest ones."""
     text = str(name_or_index).strip()
+    if len(text) > MAX_CLASS_NAME:
+        raise BadInputError(f"Unknown class '{text[:MAX_CLASS_NAME]}...' ({len(text):,} characters); the classes are "
+                            f"{', '.join(class_names)}.")
     if text.lstrip("-").isdigit():
         index = int(text)
         if not 0 <= index < len(class_names):
@@ -175,6 +181,8 @@ def generate_images(generator: torch.nn.Module, class_indices: Sequence[int], se
         raise BadInputError("generate_images needs one class per seed.")
     if batch_size < 1:
         raise BadInputError(f"The batch size must be a positive integer, got {batch_size}.")
+    seeds = [check_seed(s) for s in seeds]
+    truncation = check_truncation(truncation)
     z_dim = generator.config.z_dim
     generator = for_truncation(generator.to(device), truncation).eval()
     chunks = []
@@ -211,13 +219,20 @@ def _as_seeds(seeds) -> list[int]:
     return checked
 
 
+TRUNCATION_RANGE = (0.1, 4.0)   # below 0.1 every sample is the class's mean image; above 4 nothing is truncated
+
+
 def check_truncation(truncation) -> Optional[float]:
-    """None, or a positive finite number."""
+    """None, or a number from 0.1 to 4: the one check of the CLI, the server and the Python API
+    (outside that range truncation buys nothing, and tiny values cost seconds of resampling)."""
     if truncation is None:
         return None
+    low, high = TRUNCATION_RANGE
     if isinstance(truncation, bool) or not isinstance(truncation, (int, float, np.floating, np.integer)) \
-            or not 0 < float(truncation) < float("inf"):
-        raise BadInputError(f"The truncation must be a positive finite number or None, got {truncation!r}.")
+            or not low <= float(truncation) <= high:
+        shown = repr(truncation) if isinstance(truncation, (int, float, np.floating, np.integer)) else \
+            type(truncation).__name__
+        raise BadInputError(f"The truncation must be a number from {low:g} to {high:g}, or none; got {shown[:40]}.")
     return float(truncation)
 
 
@@ -295,6 +310,7 @@ def interpolate(generator: torch.nn.Module, classes: tuple[int, int], seeds: tup
     from annorm_cli.images import to_uint8
     if frames < 2:
         raise BadInputError(f"An interpolation needs at least 2 frames, got {frames}.")
+    seeds, truncation = tuple(check_seed(s) for s in seeds), check_truncation(truncation)
     config = generator.config
     za, zb = (latent(s, config.z_dim, truncation) for s in seeds)
     steps = torch.linspace(0, 1, frames)

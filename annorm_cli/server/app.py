@@ -2,11 +2,18 @@
 static page (server/static) that uses only them.
 
 Safety: uploads larger than MAX_UPLOAD_BYTES get 413 before they are read; images are decoded
-by annorm_cli.images (pixel limit, one-sentence errors); every bad input is a 4xx whose JSON
-`detail` is one sentence. The model runs one request at a time; MAX_WAITING more may wait for
-it, and any beyond get 503 at once (a flood cannot pile up work or memory). The client never
-names a server path and nothing is written to disk by the app (uploads larger than a megabyte
-are spooled by the multipart parser into the temp folder `annorm serve` creates and removes).
+by annorm_cli.images (pixel limit, one-sentence errors), and every size a request names (the
+mask endpoint's width and height) is held to the same pixel limit; every number goes through the
+checks the CLI and the Python API use (seeds, truncation); every bad input is a 4xx whose JSON
+`detail` is one sentence of at most MAX_DETAIL characters (an input is quoted by a short prefix).
+The model runs one request at a time; MAX_WAITING more may wait for it, and any beyond get 503
+at once (a flood cannot pile up work or memory). Served on this machine's loopback, the app
+answers only requests whose Host is that address (DNS rebinding) and refuses cross-origin
+requests that change state (a web page the user visits cannot drive it). The client never names
+a server path. Files: uploads larger than a megabyte are spooled by the multipart parser into the
+temp folder `annorm serve` creates and removes; a truncation the server has not seen before has
+its batch-norm statistics computed once and kept in annorm's cache folder, as the CLI keeps them
+(pipelines.generation.standing_file: at most 64 files of a few KB).
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 32 * 2 ** 20      # a request body larger than this gets 413
 MAX_WAITING = 4                      # requests that may wait while the model works; more get 503
 MAX_SAMPLES = 256                    # samples per generate request
+MAX_DETAIL = 300                     # characters of an error's detail
 TOP_ENTITIES = 16                    # entity maps per AN layer on the layout page
 
 
@@ -56,6 +64,51 @@ class ModelGate:
                 yield
         finally:
             self.slots.release()
+
+
+class SameOrigin:
+    """ASGI middleware: with `hosts` (the Host header values of the address the server is bound
+    to), any other Host gets 421 (a DNS-rebinding page names its own host); a request that can
+    change state (not GET, HEAD or OPTIONS) whose Origin is another site, or that the browser
+    marks cross-site (Sec-Fetch-Site), gets 403. Without `hosts` (served beyond this machine) only
+    the cross-origin rule holds."""
+
+    SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+    def __init__(self, app, hosts: Optional[frozenset[str]] = None) -> None:
+        self.app, self.hosts = app, hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get(b"host", "").lower()
+        if self.hosts is not None and host not in self.hosts:
+            return await JSONResponse({"detail": "This server answers only to the address it listens on; open "
+                                                 "that address instead."}, status_code=421)(scope, receive, send)
+        if scope["method"] not in self.SAFE_METHODS and _cross_origin(headers, host):
+            return await JSONResponse({"detail": "Requests from another site are refused; use the page this "
+                                                 "server serves."}, status_code=403)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def _cross_origin(headers: dict, host: str) -> bool:
+    """Whether a browser says the request comes from another site than `host` (Origin, Sec-Fetch-Site)."""
+    from urllib.parse import urlsplit
+    if headers.get(b"sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return True
+    origin = headers.get(b"origin")
+    return origin is not None and urlsplit(origin).netloc.lower() != host
+
+
+def local_hosts(host: str, port: int) -> Optional[frozenset[str]]:
+    """The Host header values a server bound to loopback `host`:`port` answers to (None: bound
+    beyond this machine, any name may reach it)."""
+    names = {"127.0.0.1": ("127.0.0.1", "localhost"), "localhost": ("127.0.0.1", "localhost", "[::1]"),
+             "::1": ("[::1]", "localhost")}.get(host)
+    if names is None:
+        return None
+    return frozenset(f"{name}:{port}" for name in names) | (frozenset(names) if port == 80 else frozenset())
 
 
 class BodyLimit:
@@ -104,7 +157,7 @@ class GenerateRequest(BaseModel):
     classes: list[str] = Field(["all"], description="Class names or indices, or ['all'].")
     seed: int = Field(0, ge=0, le=2 ** 63 - 1, description="The first seed.")
     count: int = Field(8, ge=1, le=64, description="Consecutive seeds per class.")
-    truncation: Optional[float] = Field(None, gt=0, description="Truncated-normal latent |z| <= T.")
+    truncation: Optional[float] = Field(None, description="Truncated-normal latent |z| <= T, from 0.1 to 4.")
     model: Optional[str] = Field(None, description="Registry name (default cifar10-an).")
 
 
@@ -128,13 +181,15 @@ class Models:
         return resolve_device(self.device_name)
 
 
-def create_app(device: str = "auto") -> FastAPI:
-    """The app: the API routes, the page, one-sentence errors, the body limit and the model gate."""
+def create_app(device: str = "auto", hosts: Optional[frozenset[str]] = None) -> FastAPI:
+    """The app: the API routes, the page, one-sentence errors, the body limit, the same-origin
+    rules (SameOrigin; `hosts` from local_hosts) and the model gate."""
     from annorm_cli import __version__
     app = FastAPI(title="annorm", version=__version__, docs_url=None, redoc_url=None,
                   description="Generate, inpaint and look inside Attentive Normalization. The page at / "
                               "uses only these endpoints; every error's `detail` is one sentence.")
     app.add_middleware(BodyLimit)
+    app.add_middleware(SameOrigin, hosts=hosts)
     app.state.gate, app.state.models = ModelGate(), Models(device)
     app.add_exception_handler(AnnormError, _annorm_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
@@ -143,14 +198,18 @@ def create_app(device: str = "auto") -> FastAPI:
     return app
 
 
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL - 4] + " ..."
+
+
 async def _annorm_error(request: Request, exc: AnnormError) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=400)
+    return JSONResponse({"detail": _short(str(exc))}, status_code=400)
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
-    return JSONResponse({"detail": f"The field '{where}' is not valid: {first.get('msg', 'bad value')}."},
+    return JSONResponse({"detail": _short(f"The field '{where[:40]}' is not valid: {first.get('msg', 'bad value')}.")},
                         status_code=422)
 
 
@@ -201,7 +260,10 @@ def inpaint(request: Request, image: UploadFile = File(..., description="The pho
                                   "the rest transparent (PNG)", responses={200: {"content": {"image/png": {}}}})
 def mask(mask: UploadFile = File(...), width: int = Form(..., ge=1, le=100_000),
          height: int = Form(..., ge=1, le=100_000)) -> Response:
-    from annorm_cli.images import png_rgba, read_mask
+    from annorm_cli.images import MAX_PIXELS, png_rgba, read_mask
+    if width * height > MAX_PIXELS:
+        raise HTTPException(413, f"A {width}x{height} mask is above the limit of {MAX_PIXELS:,} pixels that "
+                                 "uploads have too.")
     hole = read_mask(_read_upload(mask), (height, width), name=mask.filename or "mask")
     return Response(png_rgba(hole), media_type="image/png")
 
@@ -210,7 +272,9 @@ def mask(mask: UploadFile = File(...), width: int = Form(..., ge=1, le=100_000),
                                       "the text chunks `annorm generate --from-png` reads")
 def generate(request: Request, body: GenerateRequest) -> dict:
     from annorm_cli import weights
-    from annorm_cli.pipelines import class_index, generate_images, sample_text
+    from annorm_cli.pipelines import check_seed, check_truncation, class_index, generate_images, sample_text
+    check_seed(body.seed + body.count - 1, f"The last seed ({body.seed} + {body.count} - 1)")
+    check_truncation(body.truncation)
     state = request.app.state
     with state.gate():
         generator, card = state.models(body.model, "class-conditional")
@@ -232,10 +296,11 @@ def generate(request: Request, body: GenerateRequest) -> dict:
 @router.post("/api/layouts", summary="What the AN layers saw (as annorm_cli.layouts): for a generated sample "
                                      "(class_name + seed) or a photo and its mask")
 def layouts(request: Request, class_name: Optional[str] = Form(None), seed: int = Form(0, ge=0, le=2 ** 63 - 1),
-            truncation: Optional[float] = Form(None, gt=0), image: Optional[UploadFile] = File(None),
+            truncation: Optional[float] = Form(None), image: Optional[UploadFile] = File(None),
             mask: Optional[UploadFile] = File(None), model: Optional[str] = Form(None)) -> dict:
     from annorm_cli import pipelines
     from annorm_cli.images import read_image, read_mask
+    pipelines.check_truncation(truncation)
     if (image is None) != (mask is None):
         raise HTTPException(400, "A photo's layouts need both the image and its mask.")
     if image is None and class_name is None:
