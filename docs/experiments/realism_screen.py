@@ -12,9 +12,10 @@ not the shipped protocol (that is `annorm evaluate inpaint`).
     python docs/experiments/realism_screen.py OUTSIDE_DIR --candidate shipped=weights/scenes-inpaint-an.safetensors \\
         --candidate ft=RUN.safetensors:32 --candidate ft-texture=RUN.safetensors:32:texture --strip strip.png
 
-A candidate is NAME=WEIGHTS[:DEPTH[:texture]]: the network fills at a scale where the hole is at
-most DEPTH px deep (the pipeline's DEEPEST_HOLE, default 16), then the texture step if named; a
-candidate with no suffix is the shipped pipeline as it stands. Baseline fills and the originals'
+A candidate is NAME=WEIGHTS[:DEPTH[:texture[:THIN]]]: the network fills at a scale where the hole
+is at most DEPTH px deep (the pipeline's DEEPEST_HOLE), then the texture step if named, which
+gives way to the network's fill within THIN px of known pixels (NETWORK_DEPTH, default 0); a
+candidate with no suffix is the pipeline as it stands. Baseline fills and the originals'
 features are cached in --cache (keyed by the photo set), so a screen of one checkpoint costs only
 its own fills.
 """
@@ -67,21 +68,27 @@ def crop_features(images: list[np.ndarray], holes: list[np.ndarray], inception) 
 
 
 def candidate_fill(spec: str):
-    """NAME=WEIGHTS[:DEPTH[:texture]] -> (name, fill(photo, hole))."""
+    """NAME=WEIGHTS[:DEPTH[:texture[:THIN]]] -> (name, fill(photo, hole)): the network fills at
+    most DEPTH px deep (the pipeline's DEEPEST_HOLE), then the texture step if named, whose fill
+    gives way to the network's within THIN px of known pixels (NETWORK_DEPTH; default 0: texture
+    everywhere). No suffix: the pipeline as it stands."""
     name, _, rest = spec.partition("=")
     parts = rest.split(":")
     network, _ = weight_files.load(None, parts[0], task="inpaint")
     if len(parts) == 1:
         return name, lambda photo, hole: pipelines.inpaint_array(network, photo, hole)
-    depth, texture = int(parts[1]), len(parts) > 2 and parts[2] == "texture"
+    constants = {"DEEPEST_HOLE": int(parts[1]), "NETWORK_DEPTH": int(parts[3]) if len(parts) > 3 else 0}
+    texture = len(parts) > 2 and parts[2] == "texture"
 
     def fill(photo, hole):
-        saved = inpainting_pipeline.DEEPEST_HOLE
-        inpainting_pipeline.DEEPEST_HOLE = depth
+        saved = {key: getattr(inpainting_pipeline, key) for key in constants}
+        for key, value in constants.items():
+            setattr(inpainting_pipeline, key, value)
         try:
             return pipelines.inpaint_array(network, photo, hole, texture=texture)
         finally:
-            inpainting_pipeline.DEEPEST_HOLE = saved
+            for key, value in saved.items():
+                setattr(inpainting_pipeline, key, value)
     return name, fill
 
 
@@ -117,7 +124,7 @@ def strip(photos, holes, fills: dict[str, list[np.ndarray]], path: Path, rows: i
         box = p.hole_crop_box(hole)
         shown = np.where(hole[..., None], np.uint8(255), photos[i])
         tiles += [p.hole_crop(a, box, side) for a in (shown, *(f[k] for f in fills.values()), photos[i])]
-    grid = make_grid(torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2), len(fills) + 2)
+    grid = make_grid(np.stack(tiles), len(fills) + 2)
     save_png(grid, path)
     print("strip columns: hole |", " | ".join(fills), "| truth ->", path)
 
