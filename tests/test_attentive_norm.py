@@ -51,24 +51,54 @@ def test_sampled_positions_are_shared_through_the_global_rng():
 
 @pytest.mark.parametrize("impl", ["fast", "reference"])
 def test_gradcheck(impl):
-    layer = AttentiveNorm2d(4, n_entities=3, impl=impl, affine=True).double()
+    """Input gradients and those of every parameter, the affine ones (hand-written backward in
+    the fast path) included, in training mode (self-sampling on) against finite differences."""
+    torch.manual_seed(0)
+    layer = AttentiveNorm2d(4, n_entities=3, impl=impl, affine=True).double().train()
     with torch.no_grad():
         layer.gamma.fill_(0.5)
+        layer.entity_weight.normal_(1.0, 0.3)           # away from the init (ones, zeros): generic gradients
+        layer.entity_bias.normal_(0.0, 0.3)
     x = torch.randn(2, 4, 3, 2, dtype=torch.float64, requires_grad=True)
     positions = torch.tensor([0, 3, 5])
     assert torch.autograd.gradcheck(lambda t: layer(t, positions), (x,))
-    params = [layer.entity_filters, layer.value.weight, layer.alpha, layer.gamma, layer.query.weight]
-    assert torch.autograd.gradcheck(lambda *p: _with_params(layer, params, p)(x, positions), tuple(
-        p.detach().clone().requires_grad_(True) for p in params))
+    names = [name for name, _ in layer.named_parameters()]
+    assert {"entity_weight", "entity_bias", "key.weight", "query.bias", "value.bias"} <= set(names)
+
+    def run(*values):
+        return torch.func.functional_call(layer, dict(zip(names, values)), (x.detach(), positions))
+    assert torch.autograd.gradcheck(run, tuple(p.detach().clone().requires_grad_(True) for p in layer.parameters()))
 
 
-def _with_params(layer, params, values):
-    def run(x, positions):
-        for p, v in zip(params, values):
-            p.data = v
-        return torch.func.functional_call(layer, {n: v for n, v in zip(
-            ["entity_filters", "value.weight", "alpha", "gamma", "query.weight"], values)}, (x, positions))
-    return run
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_the_self_sampling_term_is_alpha_times_query_key_affinity_at_the_sampled_positions(impl):
+    """The layout logits against an independent, loop-by-loop computation of
+    L_ip = sum_c W_ci x_cp + alpha_i <q_p, k_{s_i}>, q = query(x), k = key(x), s_i = positions[i]."""
+    torch.manual_seed(1)
+    layer = AttentiveNorm2d(8, n_entities=3, impl=impl).double().train()
+    with torch.no_grad():
+        layer.alpha.copy_(torch.tensor([0.2, 0.7, 1.5]))  # 1.5 is clamped to 1
+    layer.record_layout = True
+    x = torch.randn(2, 8, 3, 4, dtype=torch.float64)
+    positions = torch.tensor([5, 0, 11])
+    layer(x, positions)
+    q = layer.query(x).detach().flatten(2)                # [B, c, P]
+    k = layer.key(x).detach().flatten(2)
+    flat = x.flatten(2)
+    expected = torch.zeros(2, 3, 12, dtype=torch.float64)
+    for b in range(2):
+        for i in range(3):
+            for p in range(12):
+                alpha = min(1.0, float(layer.alpha[i].detach()))
+                expected[b, i, p] = (layer.entity_filters[:, i].detach() * flat[b, :, p]).sum() + \
+                    alpha * (q[b, :, p] * k[b, :, int(positions[i])]).sum()
+    assert torch.allclose(layer.last_logits.flatten(2), expected, atol=1e-10)
+    layout = torch.softmax(expected / layer.temperature, dim=1)
+    assert torch.allclose(layer.last_layout.flatten(2), layout, atol=1e-12)
+    layer.eval()
+    layer(x)                                              # eval: no self-sampling term
+    plain = torch.einsum("ci,bcp->bip", layer.entity_filters, flat)
+    assert torch.allclose(layer.last_logits.flatten(2), plain, atol=1e-10)
 
 
 def test_identity_at_init_and_not_after():

@@ -72,6 +72,7 @@ def test_seed_alone_equals_seed_inside_any_batch(tiny_weights, tmp_path, capsys)
         assert (pixels(tmp_path / "a" / f"cat-seed{seed:04d}.png") == pixels(tmp_path / "b" / f"cat-seed{seed:04d}.png")).all()
     assert (pixels(tmp_path / "c" / "cat-seed0002.png") == pixels(tmp_path / "a" / "cat-seed0002.png")).all()
     assert pixels(tmp_path / "a" / "cat-seed0001.png").std() > 0
+    assert not (pixels(tmp_path / "a" / "cat-seed0001.png") == pixels(tmp_path / "a" / "cat-seed0002.png")).all()
 
 
 def test_from_png_reproduces_exactly(tiny_weights, tmp_path, capsys):
@@ -360,19 +361,21 @@ def test_truncated_samples_of_the_shipped_model_keep_their_contrast(monkeypatch)
     assert contrast(prepared) > 0.8 * contrast(full) and contrast(stale) < 0.6 * contrast(prepared)
 
 
-def test_truncated_samples_are_the_same_bits_on_every_run_and_leave_the_global_rng_alone():
+def test_truncated_samples_are_the_same_bits_on_every_run_and_leave_the_global_rng_alone(tmp_path, monkeypatch):
     import torch
 
     from annorm_cli import pipelines
-    generator, _ = weights.load("cifar10-an")
-    first = pipelines.generate_images(generator, [8], [4], truncation=0.7)
+    monkeypatch.setenv("ANNORM_CACHE", str(tmp_path))   # no stored statistics: the first call computes them
+    generator, _ = weights.load("cifar10-an")           # a fresh model: nothing cached in memory either
     state = torch.get_rng_state()
+    first = pipelines.generate_images(generator, [8], [4], truncation=0.7)
+    assert list(tmp_path.glob("standing/*.safetensors"))            # it did compute (and store) them
+    assert torch.equal(torch.get_rng_state(), state)     # the standing statistics drew from a fork
     torch.rand(17)                                      # the global generator moves on between runs
-    second = pipelines.generate_images(generator, [8], [4], truncation=0.7)
+    second = pipelines.generate_images(weights.load("cifar10-an")[0], [8], [4], truncation=0.7)
     assert np.array_equal(first, second)
-    torch.set_rng_state(state)
-    pipelines.generate_images(generator, [8], [4], truncation=0.7)
-    assert torch.equal(torch.get_rng_state(), state)     # the standing statistics draw from a fork
+    other = pipelines.generate_images(generator, [8], [5], truncation=0.7)
+    assert not np.array_equal(first, other)              # and another seed gives another image
 
 
 def test_hole_outline_paints_only_the_holes_border():

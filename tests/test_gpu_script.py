@@ -1,16 +1,19 @@
-"""scripts/cifar10-on-gpu.sh, run on the CPU with a tiny model for a few seconds: both runs
-resume the given state, train at full rates, then decay to 0 from where phase 1 stopped."""
+"""scripts/cifar10-on-gpu.sh, run on the CPU with a tiny model for a minute: both runs resume
+the given state (at a step no fresh run could reach in that time), train at full rates, then
+decay to 0 from where phase 1 stopped."""
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from annorm_cli.train.common import load_checkpoint
 from helpers import tiny_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
+START_STEP = 1_000_000
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
@@ -23,15 +26,19 @@ def test_the_gpu_script_resumes_trains_and_decays_each_batch_size(tmp_path, monk
                              "--batch-size", "4", "--precision", "fp32", "--classifier", "", "--g-channels",
                              "16,8,8,8", "--d-channels", "8,8,8,8", "--entities", "4", "--device", "cpu",
                              "--lr-decay-start", "1"]) == 0
-    env = {**os.environ, "START": str(tmp_path / "start"), "DATA": str(data), "DEVICE": "cpu", "BATCHES": "4 8",
+    start = load_checkpoint(tmp_path / "start", task="class")
+    start["step"] = START_STEP                            # a resume continues from here; a fresh run starts at 0
+    torch.save(start, tmp_path / "start.pt")
+    env = {**os.environ, "START": str(tmp_path / "start.pt"), "DATA": str(data), "DEVICE": "cpu", "BATCHES": "4 8",
            "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(["bash", "scripts/cifar10-on-gpu.sh", str(tmp_path / "runs"), "0.6"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(["bash", "scripts/cifar10-on-gpu.sh", str(tmp_path / "runs"), "1.0"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert f"at step {START_STEP}" in done.stdout
     for batch in (4, 8):
         phase1 = load_checkpoint(tmp_path / "runs" / f"b{batch}" / "phase1.pt", task="class")
         final = load_checkpoint(tmp_path / "runs" / f"b{batch}", task="class")
-        assert phase1["step"] > 1 and final["step"] > phase1["step"]
+        assert START_STEP < phase1["step"] < final["step"]
         assert phase1["options"]["batch_size"] == final["options"]["batch_size"] == batch
         assert (phase1["options"]["lr_g"], phase1["options"]["lr_d"]) == (1e-4, 4e-4)
         assert final["options"]["lr_decay_start"] == phase1["step"] < final["options"]["steps"]

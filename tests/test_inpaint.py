@@ -613,13 +613,22 @@ def test_evaluate_inpaint_checks_its_outputs_before_any_work(tiny_inpaint_weight
     assert code == 2 and "cannot be combined" in err
 
 
-def test_evaluate_inpaint_writes_json_and_scores_the_network_without_attention(tiny_inpaint_weights, tmp_path, capsys):
+def test_evaluate_inpaint_writes_json_and_scores_the_network_without_attention(tmp_path, capsys):
     import json
+    torch.manual_seed(0)
+    model = InpaintGenerator(TINY).eval()
+    gammas = [p for name, p in model.named_parameters() if name.endswith("gamma")]
+    assert gammas
+    with torch.no_grad():                                 # AN switched on (it starts as the identity, gamma = 0)
+        for gamma in gammas:
+            gamma.fill_(3.0)
+    tiny_inpaint_weights = tmp_path / "an-on.safetensors"
+    weights.save(model, "InpaintGenerator", TINY.to_dict(), tiny_inpaint_weights, {"task": "inpaint"})
     rng = np.random.default_rng(0)
     (tmp_path / "photos").mkdir()
     Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "photos" / "a.png")
     out = tmp_path / "r.json"
-    fast = ("--no-perceptual", "--baselines", "telea,ns", "--masks-per-photo", "1")
+    fast = ("--no-perceptual", "--baselines", "telea,ns", "--masks-per-photo", "1", "--no-texture", "--no-match")
     code, err = _run(capsys, "evaluate", "inpaint", "--weights", tiny_inpaint_weights, "--photos",
                      tmp_path / "photos", "--json", out, "--attention-off", *fast)
     assert code == 0, err
@@ -630,7 +639,11 @@ def test_evaluate_inpaint_writes_json_and_scores_the_network_without_attention(t
     per_fill = result["per_fill"]["20-30%"]["annorm"]["psnr"]       # one photo, one mask: its value is the mean
     assert len(per_fill) == 1 and per_fill[0] == pytest.approx(result["buckets"]["20-30%"]["annorm"]["psnr"])
     assert len(result["per_fill"]["flat"]["telea"]["psnr"]) == 2      # a box and an ellipse
+    off = result["buckets"]["20-30%"]["annorm"]["psnr"]
     code, err = _run(capsys, "evaluate", "inpaint", "--weights", tiny_inpaint_weights, "--photos",
-                     tmp_path / "photos", "--json", out, "--overwrite", "--buckets", "objects", *fast)
+                     tmp_path / "photos", "--json", out, "--overwrite", "--buckets", "20-30%", *fast)
     assert code == 0, err
-    assert json.loads(out.read_text())["attention_off"] is False
+    on = json.loads(out.read_text())
+    assert on["attention_off"] is False
+    assert abs(on["buckets"]["20-30%"]["annorm"]["psnr"] - off) > 0.01          # switching AN off changed the fill
+    assert on["buckets"]["20-30%"]["telea"]["psnr"] == result["buckets"]["20-30%"]["telea"]["psnr"]

@@ -112,6 +112,8 @@ def test_synthesis_keeps_known_pixels_is_seeded_and_copies_sharp_texture():
     out = synthesize(image, hole, guide, 0.5, seed=3)
     assert torch.equal(out[:, ~hole], image[:, ~hole])
     assert torch.equal(out, synthesize(image, hole, guide, 0.5, seed=3))
+    noise = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 96, 128))).float()
+    assert not torch.equal(synthesize(noise, hole, guide, 0.5, seed=3), synthesize(noise, hole, guide, 0.5, seed=4))
     filled = out[:, hole]                                          # [3, n]
     # texture, not blur: nearly every filled pixel is one of the two stripe colours
     near = torch.minimum((filled - torch.tensor([0., 0, 0])[:, None]).abs().amax(0),
@@ -131,6 +133,7 @@ def test_inpaint_with_texture_changes_only_hole_pixels_and_repeats_for_a_seed():
     a = inpaint_array(model, image, mask, seed=1)
     assert np.array_equal(a[~mask], image[~mask])
     assert np.array_equal(a, inpaint_array(model, image, mask, seed=1))
+    assert not np.array_equal(a, inpaint_array(model, image, mask, seed=2))       # another seed, another fill
     assert not np.array_equal(a, inpaint_array(model, image, mask, texture=False))
 
 
@@ -198,3 +201,24 @@ def test_training_can_draw_object_masks_for_a_share_of_the_batch():
     objects = [np.array_equal(training_mask(64, 64, s, 0.5), object_mask(64, 64, s)) for s in range(200)]
     assert 0.4 < np.mean(objects) < 0.6
     assert all(np.array_equal(training_mask(64, 64, s, 1.0), object_mask(64, 64, s)) for s in range(5))
+
+
+def test_thin_regions_take_the_network_fill_deep_ones_the_texture_and_known_pixels_stay():
+    from annorm_cli.pipelines.inpainting import network_where_thin, texture_share
+    mask = np.zeros((40, 70), bool)
+    mask[5:35, 5:35] = True                                  # a box: 15 px deep
+    mask[18:21, 35:68] = True                                # a 3 px stroke leaving it
+    share = texture_share(mask, 4)
+    assert (share[~mask] == 0).all()
+    assert (share[5:35, 5:35] == 1).all()                    # the box whole, its rim included
+    assert (share[18:21, 44:68] == 0).all()                  # the stroke beyond the ramp
+    assert np.allclose(share[19, 35:40], [0.8, 0.6, 0.4, 0.2, 0.0])   # the ramp where they meet
+    rng = np.random.default_rng(0)
+    known = rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)
+    network = np.where(mask[..., None], np.uint8(10), known)
+    textured = np.where(mask[..., None], np.uint8(250), known)
+    out = network_where_thin(network, textured, mask, depth=4)
+    assert np.array_equal(out[~mask], known[~mask])
+    assert (out[5:35, 5:35] == 250).all() and (out[18:21, 44:68] == 10).all()
+    assert np.array_equal(out, network_where_thin(network, textured, mask, depth=4))
+    assert np.array_equal(network_where_thin(network, textured, mask, depth=0), textured)

@@ -255,10 +255,8 @@ def test_serve_help_does_not_import_the_server_or_numpy():
 
 
 def test_the_mask_endpoint_bounds_the_size_it_is_asked_for(client):
-    started = time.perf_counter()
     response = client.post("/api/mask", files={"mask": ("m.png", _png(MASK))}, data={"width": "10000", "height": "10000"})
     _one_sentence(response, 413, "above the limit")
-    assert time.perf_counter() - started < 5                 # refused before any work (generous: loaded machines)
     _one_sentence(client.post("/api/mask", files={"mask": ("m.png", _png(MASK))},
                               data={"width": "100000", "height": "100000"}), 413, "above the limit")
 

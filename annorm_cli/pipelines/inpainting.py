@@ -135,36 +135,46 @@ def texture_fill(image: np.ndarray, mask: np.ndarray, guide: np.ndarray, scale: 
     return out
 
 
-NETWORK_DEPTH = 6          # px: hole pixels this close to known ones keep the network's fill (strokes: PSNR)
+NETWORK_DEPTH = 6          # px: hole regions no deeper than this (strokes) keep the network's fill
 
 
-def depth_in_hole(mask: np.ndarray, limit: int) -> np.ndarray:
-    """[H, W] int: each hole pixel's chessboard distance (px) to the nearest known pixel, counted
-    up to `limit` (deeper pixels read `limit`); 0 outside the hole. The image border is not known."""
+def _grow(region: torch.Tensor, steps: int) -> torch.Tensor:
+    """[1, 1, H, W] 0/1 -> the same grown by `steps` px (chessboard), one 3x3 dilation per px."""
+    for _ in range(steps):
+        region = F.max_pool2d(region, 3, 1, padding=1)
+    return region
+
+
+def texture_share(mask: np.ndarray, depth: int) -> np.ndarray:
+    """[H, W] float in [0, 1]: how much of each hole pixel the texture step fills. Deep regions of
+    the hole (pixels more than `depth` px from any known pixel, the image border counting as
+    unknown) and everything within `depth` px of them are texture (1): object holes whole, rim
+    included. Thin regions out of their reach (strokes, thin limbs of a shape) are the network's
+    (0), with a linear ramp over the next `depth` px between the two."""
     hole = torch.from_numpy(np.ascontiguousarray(mask))[None, None].float()
-    depth = torch.zeros_like(hole)
-    for _ in range(limit):
-        if not bool(hole.any()):
-            break
-        depth += hole
-        hole = -F.max_pool2d(-hole, 3, 1, padding=1)                      # erode (padding with -inf: not known)
-    return depth[0, 0].to(torch.int32).numpy()
+    core = hole
+    for _ in range(depth):                                                   # erode `depth` times
+        core = -F.max_pool2d(-core, 3, 1, padding=1)
+    reach = _grow(core, depth)                                               # the deep region, rim included
+    share = reach.clone()
+    for step in range(1, depth + 1):                                         # the ramp beyond it
+        reach = F.max_pool2d(reach, 3, 1, padding=1)
+        share = torch.maximum(share, reach * (1 - step / (depth + 1)))
+    return (share * hole)[0, 0].numpy()
 
 
 def network_where_thin(network: np.ndarray, textured: np.ndarray, mask: np.ndarray,
                        depth: Optional[int] = None) -> np.ndarray:
-    """Per region, what fills the hole: pixels at most `depth` px inside the hole (thin strokes
-    whole, the rim of deep holes) take the network's fill, where it is measured best (PSNR over
-    Telea / Navier-Stokes); pixels beyond 2 x depth take the texture step's, where realism needs
-    real texture; between, a linear blend. Known pixels are the input's in both, so unchanged.
-    depth None: NETWORK_DEPTH."""
+    """Per region, what fills the hole: thin regions (texture_share 0: strokes) take the network's
+    fill, where it is measured best (PSNR above Telea / Navier-Stokes), deep ones the texture
+    step's (realism), blended where they meet. Known pixels are the input's in both, so unchanged.
+    depth None: NETWORK_DEPTH; 0: the texture step's fill everywhere."""
     depth = NETWORK_DEPTH if depth is None else depth
     if depth <= 0:
         return textured
-    weight = np.clip((depth_in_hole(mask, 2 * depth) - depth) / depth, 0, 1)[..., None]   # [H, W, 1]: 0 network
+    weight = texture_share(mask, depth)[..., None]                           # [H, W, 1]
     blended = network.astype(np.float32) * (1 - weight) + textured.astype(np.float32) * weight
-    out = np.where(mask[..., None], np.round(blended).astype(np.uint8), network)
-    return out
+    return np.where(mask[..., None], np.round(blended).astype(np.uint8), network)
 
 
 def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
