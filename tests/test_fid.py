@@ -195,3 +195,15 @@ def test_diversity_scores_take_the_first_per_class_of_each_class_and_report_each
     keep = np.concatenate([np.arange(10), 20 + np.arange(10), 40 + np.arange(10)])
     assert result["diversity"] == diversity(real[keep], samples[keep])
     assert result["diversity_per_class"][1] == diversity(real[20:30], samples[20:30])
+
+
+def test_broken_seeds_are_those_rejected_in_more_than_half_of_the_classes():
+    import torch
+
+    from annorm_cli.evaluate.recognisability import broken_seeds
+    labels = torch.arange(4).repeat_interleave(3)                # 4 classes x seeds 10, 11, 12
+    predicted = labels.clone()
+    predicted[[0, 3, 6]] = 9                                     # seed 10 rejected in 3 of 4 classes: broken
+    predicted[[1, 4]] = 9                                        # seed 11 in 2 of 4: not more than half
+    result = broken_seeds(predicted, labels, [10, 11, 12])
+    assert result == {"broken_seed_share": 1 / 3, "broken_seeds": [10], "rejected_classes_per_seed": [3, 2, 0]}

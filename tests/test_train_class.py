@@ -212,6 +212,7 @@ def test_scoring_samples_leaves_training_unchanged_and_matches_evaluate(data_dir
     assert [r["accuracy"] for r in measured["samples"]] == pytest.approx(scored[0]["class_accuracy_per_class"], abs=1e-4)
     per_class_checkerboard = [r["checkerboard"] for r in measured["samples"]]
     assert scored[0]["checkerboard_share"] == pytest.approx(sum(per_class_checkerboard) / 2)
+    assert scored[0]["broken_seed_share"] == measured["broken_seed_share"]
 
 
 def _fake_inception(monkeypatch):

@@ -190,7 +190,7 @@ def accuracy(
 
     from annorm_cli import weights as weight_files
     from annorm_cli.device import resolve_device
-    from annorm_cli.evaluate.recognisability import class_samples, recognisability_report
+    from annorm_cli.evaluate.recognisability import broken_seeds, class_samples, predict, recognisability_report
 
     check_outputs("class-conditional", model, weights, overwrite, json=json_out)
     scorer, scorer_card = weight_files.load_classifier(classifier)
@@ -205,6 +205,7 @@ def accuracy(
                                         device=resolve_device(device), progress=advance)
     with working("classifying"):
         samples = recognisability_report(scorer, images, classes, names)
+        broken = broken_seeds(predict(scorer, images), classes, list(range(seed_offset, seed_offset + per_class)))
         reference = None
         if real:
             from annorm_cli.datasets import load_labelled_images
@@ -215,10 +216,14 @@ def accuracy(
                             f"({per_class} per class{truncated}, classifier {scorer_card['sha256'][:12]})")
     overall = sum(row["accuracy"] for row in samples) / n
     Console().print(table)
+    shown = ", ".join(str(seed) for seed in broken["broken_seeds"][:10]) + (" ..." if len(broken["broken_seeds"]) > 10 else "")
+    typer.echo(f"broken seeds (samples rejected in more than half of the classes): {broken['broken_seed_share']:.1%} "
+               f"of {per_class}" + (f": {shown}" if shown else ""))
     if json_out:
         write_json(json_out, {"model_sha256": card["sha256"], "steps": card.get("steps"), "per_class": per_class,
                               "seed_offset": seed_offset, "truncation": truncation, "accuracy": overall,
                               "samples": samples, "real_test_images": reference,
+                              "broken_seed_share": broken["broken_seed_share"], "broken_seeds": broken["broken_seeds"],
                               "classifier_sha256": scorer_card["sha256"]})
 
 

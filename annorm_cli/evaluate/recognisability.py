@@ -89,6 +89,23 @@ def class_accuracy(scorer: torch.nn.Module, images: torch.Tensor, labels: torch.
             "class_accuracy_per_class": (counts.diag() / counts.sum(1)).tolist()}
 
 
+BROKEN_SHARE = 0.5      # a seed is broken when the classifier rejects its samples in more than this share of classes
+
+
+def broken_seeds(predicted: torch.Tensor, labels: torch.Tensor, seeds: list[int]) -> dict:
+    """Latents that fail in every class: samples laid out as class_samples makes them (each class's
+    samples for the same seeds, in the same order), predicted [N] and labels [N]. A seed is broken
+    when the classifier rejects its samples in more than half of the classes; with class accuracy
+    near 90% and independent failures that almost never happens by chance (for 10 classes at 10%
+    rejection each, P(6 or more) ~ 1.5e-4), so the share counts latents the generator cannot use.
+    -> {"broken_seed_share", "broken_seeds" (ascending), "rejected_classes_per_seed" [per seed]}."""
+    n_classes = int(labels.max()) + 1
+    rejected = (predicted != labels).view(n_classes, len(seeds)).float().mean(0)      # [seeds]
+    broken = [seed for seed, share in zip(seeds, rejected.tolist()) if share > BROKEN_SHARE]
+    return {"broken_seed_share": len(broken) / len(seeds), "broken_seeds": broken,
+            "rejected_classes_per_seed": [round(v * n_classes) for v in rejected.tolist()]}
+
+
 def recognisability_report(scorer: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                            class_names: list[str]) -> list[dict]:
     """per_class_report of `scorer` on images [N, ...] uint8 with labels [N], each row with the

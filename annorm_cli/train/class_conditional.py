@@ -220,15 +220,18 @@ def score_samples(generator: Generator, scorer: torch.nn.Module, per_class: int)
     """Class accuracy of `per_class` samples of every class (seeds 0 ... per_class - 1), overall and
     per class, as `annorm evaluate accuracy --per-class N` measures an exported model; and their
     spread within each class (pixel std across samples: falls towards 0 when a class collapses);
-    and the share of samples with a pixel checkerboard patch (real test images: 2.2%)."""
-    from annorm_cli.evaluate.recognisability import checkerboard_share, class_accuracy, class_samples, spread
+    and the share of samples with a pixel checkerboard patch (real test images: 2.2%); and the
+    share of seeds whose samples fail in most classes (recognisability.broken_seeds)."""
+    from annorm_cli.evaluate.recognisability import (broken_seeds, checkerboard_share, class_accuracy, class_samples,
+                                                     predict, spread)
     images, classes = class_samples(generator, per_class, device=next(generator.parameters()).device)
     scores = class_accuracy(scorer, images.permute(0, 3, 1, 2), classes)
     spreads = spread(images, classes, generator.config.n_classes)
+    broken = broken_seeds(predict(scorer, images), classes, list(range(per_class)))
     return {"class_accuracy": scores["class_accuracy"],
             "class_accuracy_per_class": [round(v, 4) for v in scores["class_accuracy_per_class"]],
             "class_spread": sum(spreads) / len(spreads), "class_spread_per_class": [round(v, 2) for v in spreads],
-            "checkerboard_share": checkerboard_share(images)}
+            "checkerboard_share": checkerboard_share(images), "broken_seed_share": broken["broken_seed_share"]}
 
 
 def load_fid_monitor(options: TrainOptions) -> tuple[Optional[tuple], str]:
