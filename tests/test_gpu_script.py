@@ -43,3 +43,27 @@ def test_the_gpu_script_resumes_trains_and_decays_each_batch_size(tmp_path, monk
         assert (phase1["options"]["lr_g"], phase1["options"]["lr_d"]) == (1e-4, 4e-4)
         assert final["options"]["lr_decay_start"] == phase1["step"] < final["options"]["steps"]
         assert f"b{batch}: ended at step {final['step']}" in done.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
+def test_the_inpainting_gpu_script_resumes_the_realism_state_and_reports_its_rate(tmp_path, monkeypatch):
+    from annorm_cli.train import inpainting as trainer
+    from helpers import TINY_INPAINT
+    photos = tiny_image_folder(tmp_path / "photos", per_class=3)
+    options = trainer.InpaintOptions(data=str(photos), steps=1, batch_size=2, crop=16, adv_start=0, adv_weight=0.5,
+                                     feature_weight=5.0, rec_weight=0.5, d_channels=4, d_layers=2,
+                                     inference_scale=True, object_masks=0.7, reconstruction="l1")
+    trainer.train(options, TINY_INPAINT, tmp_path / "start", device=torch.device("cpu"))
+    start = load_checkpoint(tmp_path / "start", task="inpaint")
+    start["step"] = START_STEP
+    torch.save(start, tmp_path / "start.pt")
+    env = {**os.environ, "START": str(tmp_path / "start.pt"), "DEVICE": "cpu", "BATCH": "4", "THREADS": "1",
+           "PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "ANNORM_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(["bash", "scripts/inpaint-on-gpu.sh", str(tmp_path / "run"), "0.5"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    final = load_checkpoint(tmp_path / "run", task="inpaint")
+    assert f"at step {START_STEP}" in done.stdout and final["step"] > START_STEP
+    assert final["options"]["batch_size"] == 4 and final["options"]["adv_weight"] == 0.5     # the realism recipe
+    assert final["options"]["d_layers"] == 2 and final["options"]["data"] == str(photos)
+    assert f"ended at step {final['step']}" in done.stdout and "img/s at batch 4" in done.stdout
