@@ -12,7 +12,9 @@
 # phase1.pt: the checkpoint where phase 1 ended):
 # export one with `annorm train export` as for any run. Environment: BATCHES (default "64 256"),
 # DATA (default the trainer's), DEVICE (default cuda), START (default weights/cifar10-an.train.pt),
-# PYTHON (default python3; the annorm package must be importable by it).
+# PYTHON (default python3; the annorm package must be importable by it), FAST (default 1: the fast
+# step, `train class --fast`: fused Adam, G and D compiled with CUDA graphs; FAST=0: the plain step;
+# the first steps of a fast run include the compilation, so its rate over a short run is a floor).
 set -euo pipefail
 runs=${1:?usage: cifar10-on-gpu.sh RUNS MINUTES}
 minutes=${2:?usage: cifar10-on-gpu.sh RUNS MINUTES}
@@ -29,8 +31,10 @@ seconds=$("$python" -c "print(int(float('$minutes') * 60))")
 margin=$(( seconds / 10 < 30 ? seconds / 10 : 30 ))   # for phase 2's start-up and its final checkpoint
 finish=$((begin + seconds))
 phase1_end=$((begin + seconds * 6 / 10))
+fast_option=()
+[[ "${FAST:-1}" != 0 ]] && fast_option=(--fast)
 common=(--device "$device" --precision fp32 --fid-every 0 --sample-every 1000 --keep-every 0
-        --checkpoint-minutes 1 --threads 2 --quiet "${data_option[@]}")
+        --checkpoint-minutes 1 --threads 2 --quiet "${data_option[@]}" "${fast_option[@]}")
 
 # checkpoint STEP WALL_TIME of a run folder or checkpoint file
 progress() { "$python" - "$1" <<'EOF'

@@ -116,6 +116,9 @@ def train_class(
                                                         "weights/cifar10-an.train.pt): its architecture, D and step, "
                                                         "with G widened to --g-channels, computing what it computed."),
     precision: str = typer.Option(CLASS.precision, help="auto | fp32 | bf16 (auto times both and keeps the faster)."),
+    fast: bool = typer.Option(CLASS.fast, help="The fast step: fused Adam, G and D compiled (CUDA graphs on CUDA); "
+                                              "the same losses and updates as the plain step, within float rounding. "
+                                              "For GPUs: on a CPU compiling costs minutes and gains little."),
     attention: str = typer.Option("an", help="an | sa | none, at 16x16 in G and D (new runs only)."),
     g_channels: str = typer.Option("256,128,64,32", help="Generator widths at 4,8,16,32 px (new runs only)."),
     d_channels: str = typer.Option("64,128,128,128", help="Discriminator widths at 16,8,4,4 px (new runs only)."),

@@ -47,7 +47,7 @@ class CrossReplicaBatchNorm2d(nn.Module):
         total = moments[-1]
         mean = moments[:C] / total
         var = (moments[C:2 * C] / total - mean.square()).clamp_min(0)
-        self._update_running(mean.detach(), var.detach() * total / max(total.item() - 1, 1))
+        self._update_running(mean.detach(), var.detach() * total / (total - 1).clamp_min(1))   # no .item(): no sync, no graph break
         scale = torch.rsqrt(var + self.eps)
         return ((x32 - mean[:, None, None]) * scale[:, None, None]).to(x.dtype)
 

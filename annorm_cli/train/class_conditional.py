@@ -61,10 +61,26 @@ def build_state(model_config: ClassConditionalConfig, options: TrainOptions, dev
     G, D = common.channels_last_on_cpu(device, G, D)
     ema = common.EMA(G, options.ema_decay)
     betas = (options.beta1, options.beta2)
-    opt_g = torch.optim.Adam(G.parameters(), options.lr_g, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), options.lr_d, betas=betas)
-    return RunState("class", common.wrap_ddp(G, world, device), common.wrap_ddp(D, world, device), ema, opt_g, opt_d,
-                    model_config, options, precision)
+    fused = True if options.fast else None                           # one kernel for all of Adam's tensors
+    opt_g = torch.optim.Adam(G.parameters(), options.lr_g, betas=betas, fused=fused)
+    opt_d = torch.optim.Adam(D.parameters(), options.lr_d, betas=betas, fused=fused)
+    state = RunState("class", common.wrap_ddp(G, world, device), common.wrap_ddp(D, world, device), ema, opt_g, opt_d,
+                     model_config, options, precision)
+    if options.fast:
+        state.fast = compiled_step_modules(state.G, state.D, device)
+    return state
+
+
+COMPILE_BACKEND = "inductor"    # tests use "aot_eager": the same graphs, without the code generation's minutes
+
+
+def compiled_step_modules(G: torch.nn.Module, D: torch.nn.Module, device: torch.device) -> tuple:
+    """G and D compiled for the training step: on CUDA with CUDA graphs (mode reduce-overhead: a
+    step of this small GAN is bound by kernel launches, not arithmetic), elsewhere plainly. They
+    share their parameters and buffers with G and D, so checkpoints, the EMA and the optimisers
+    see one model."""
+    mode = "reduce-overhead" if device.type == "cuda" and COMPILE_BACKEND == "inductor" else None
+    return tuple(torch.compile(model, backend=COMPILE_BACKEND, mode=mode, dynamic=False) for model in (G, D))
 
 
 def widened_config(saved: dict, given: ClassConditionalConfig) -> ClassConditionalConfig:
@@ -137,13 +153,13 @@ def train_step(state: RunState, data: LabelledImages, device: torch.device, worl
     torch.manual_seed(common.step_seed(options.seed, t, stream=1))   # AN self-sampling positions
     rng = common.step_generator(options.seed, t)
     common.set_learning_rates(state, options.lr_g, options.lr_d, options.lr_decay_start)
-    G, D = state.G, state.D
+    G, D = state.fast or (state.G, state.D)
     for k in range(options.d_steps):
         real, real_labels = _real_batch(data, options, t * options.d_steps + k, rng, device, part)
         z, fake_labels = _noise(config, options.batch_size, rng, device, part)
         with autocast(device, state.precision):
             with torch.no_grad():
-                fake = common.unwrap(G)(z, fake_labels)
+                fake = common.unwrap(state.G)(z, fake_labels)
             images = torch.cat([_augment(real, options, rng, part), _augment(fake, options, rng, part)])
             logits, class_scores = D(images, torch.cat([real_labels, fake_labels]), class_scores=True)  # one pass
             real_logits, fake_logits = logits.float().chunk(2)                 # [b] each
@@ -151,12 +167,14 @@ def train_step(state: RunState, data: LabelledImages, device: torch.device, worl
             if options.class_weight:
                 real_scores = class_scores.float()[:len(real_labels)]          # [b, n_classes]
                 loss_d = loss_d + options.class_weight * F.cross_entropy(real_scores, real_labels)
-        penalty_d = orthogonality_penalty(common.unwrap(D)) * options.ortho_weight
+        penalty_d = orthogonality_penalty(common.unwrap(state.D)) * options.ortho_weight
         state.opt_d.zero_grad(set_to_none=True)
         (loss_d.float() + penalty_d).backward()
         state.opt_d.step()
     z, fake_labels = _noise(config, options.batch_size, rng, device, part)
-    D_local = common.unwrap(D).requires_grad_(False)
+    # D's weights need no gradient in G's step; the compiled D keeps them (a flag flip would
+    # recompile it) and its unused gradients are cleared before D's next update
+    D_local = D if state.fast else common.unwrap(D).requires_grad_(False)
     with autocast(device, state.precision):
         fake = G(z, fake_labels)
         logits, class_scores = D_local(_augment(fake, options, rng, part), fake_labels, class_scores=True)
@@ -164,14 +182,15 @@ def train_step(state: RunState, data: LabelledImages, device: torch.device, worl
         weight_g = options.class_weight if options.class_weight_g is None else options.class_weight_g
         if weight_g:
             loss_g = loss_g + weight_g * F.cross_entropy(class_scores.float(), fake_labels)
-    penalty_g = orthogonality_penalty(common.unwrap(G)) * options.ortho_weight
+    penalty_g = orthogonality_penalty(common.unwrap(state.G)) * options.ortho_weight
     state.opt_g.zero_grad(set_to_none=True)
     (loss_g.float() + penalty_g).backward()
     state.opt_g.step()
-    D_local.requires_grad_(True)
-    state.ema.update(common.unwrap(G), t)
+    common.unwrap(state.D).requires_grad_(True)
+    state.ema.update(common.unwrap(state.G), t)
     state.step = t + 1
-    return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "ortho": penalty_g.item() + penalty_d.item()}
+    # tensors, read (a device sync) only when the loop logs them
+    return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "ortho": (penalty_g + penalty_d).detach()}
 
 
 # ----------------------------------------------------------------------------- sampling

@@ -205,6 +205,7 @@ class GanRun:
     step: int = 0
     wall_time: float = 0.0
     earlier_stages: list = dataclasses.field(default_factory=list)
+    fast: Optional[tuple] = None  # (G, D) compiled for the training step (--fast); not saved: rebuilt on resume
 
     def checkpoint(self) -> dict:
         return {"format": "annorm-train-v1", "task": self.task, "step": self.step, "wall_time": self.wall_time,
@@ -241,11 +242,10 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
+        """One _foreach kernel per kind instead of one per tensor (the same bits as lerp_ each)."""
         decay = min(self.decay, (1 + step) / (10 + step))
-        for averaged, current in zip(self.model.parameters(), model.parameters()):
-            averaged.lerp_(current.detach(), 1 - decay)
-        for averaged, current in zip(self.model.buffers(), model.buffers()):
-            averaged.copy_(current)
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
+        torch._foreach_copy_(list(self.model.buffers()), list(model.buffers()))
 
 
 # ----------------------------------------------------------------------------- files
@@ -339,7 +339,7 @@ def run_loop(state, step_fn: Callable[[], dict], *, options, images_per_step: in
             window_steps += 1
             if state.step % log_every == 0 or state.step == steps:
                 elapsed = time.monotonic() - window_start
-                info = {"step": state.step, **losses,
+                info = {"step": state.step, **{name: float(value) for name, value in losses.items()},
                         "img_per_s": window_steps * images_per_step / max(elapsed, 1e-9),
                         "eta_s": (steps - state.step) * elapsed / max(window_steps, 1)}
                 window_start, window_steps = time.monotonic(), 0

@@ -40,6 +40,7 @@ class TrainOptions:
     fid_every: int = 0                  # FID of fid_per_class samples per class vs fid_reference (0: off)
     fid_per_class: int = 50
     fid_reference: str = str(CIFAR10_TEST_STATS)
+    fast: bool = False                  # fused Adam and G, D compiled for the step (CUDA graphs on CUDA); same losses
 
 
 @dataclass
