@@ -135,7 +135,7 @@ def texture_fill(image: np.ndarray, mask: np.ndarray, guide: np.ndarray, scale: 
     return out
 
 
-NETWORK_DEPTH = 6          # px: hole regions no deeper than this (strokes) keep the network's fill
+NETWORK_DEPTH = 8          # px: hole regions no deeper than this (thin strokes) keep the network's fill
 
 
 def _grow(region: torch.Tensor, steps: int) -> torch.Tensor:
