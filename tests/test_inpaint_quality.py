@@ -196,11 +196,14 @@ def test_a_bad_texture_seed_is_one_clear_error(seed):
 
 def test_training_can_draw_object_masks_for_a_share_of_the_batch():
     from annorm_cli.masks import random_mask
-    from annorm_cli.train.inpainting import training_mask
+    from annorm_cli.train.inpainting import TRAINING_OBJECT_RATIO, training_mask
     assert all(np.array_equal(training_mask(64, 64, s, 0.0), random_mask(64, 64, s)) for s in range(5))
-    objects = [np.array_equal(training_mask(64, 64, s, 0.5), object_mask(64, 64, s)) for s in range(200)]
+    as_object = lambda s: object_mask(64, 64, s, TRAINING_OBJECT_RATIO)  # noqa: E731
+    objects = [np.array_equal(training_mask(64, 64, s, 0.5), as_object(s)) for s in range(200)]
     assert 0.4 < np.mean(objects) < 0.6
-    assert all(np.array_equal(training_mask(64, 64, s, 1.0), object_mask(64, 64, s)) for s in range(5))
+    assert all(np.array_equal(training_mask(64, 64, s, 1.0), as_object(s)) for s in range(5))
+    shares = [training_mask(64, 64, s, 1.0).mean() for s in range(200)]
+    assert min(shares) < 0.08 and max(shares) > 0.27                    # objects of 5-30% of the photo
 
 
 def test_thin_regions_take_the_network_fill_deep_ones_the_texture_and_known_pixels_stay():
