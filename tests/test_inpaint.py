@@ -494,8 +494,8 @@ def test_the_reconstruction_loss_weights_hole_and_valid_pixels_by_l1_or_l2():
 
 
 @pytest.mark.parametrize("options,message", [
-    (["--d-layers", "8"], "--d-layers must be 1 to 8 and 2**d-layers at most --crop (128), got 8."),
-    (["--d-layers", "0"], "--d-layers must be 1 to 8"),
+    (["--d-layers", "9"], "--d-layers must be from 1 to 8, got 9."),
+    (["--d-layers", "0"], "--d-layers must be from 1 to 8, got 0."),
     (["--feature-weight", "-1"], "--feature-weight must be 0 or more, got -1.0."),
     (["--rec-weight", "nan"], "--rec-weight must be a finite number, got nan."),
     (["--d-channels", "0"], "--d-channels must be a positive integer, got 0."),

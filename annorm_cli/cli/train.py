@@ -241,8 +241,8 @@ def train_inpaint(
     for name, weight in (("adv-weight", adv_weight), ("feature-weight", feature_weight), ("rec-weight", rec_weight)):
         if weight < 0:
             raise fail(f"--{name} must be 0 or more, got {weight}.")
-    if not 1 <= d_layers <= 8 or crop < 2 ** d_layers:
-        raise fail(f"--d-layers must be 1 to 8 and 2**d-layers at most --crop ({crop}), got {d_layers}.")
+    if not 1 <= d_layers <= 8:
+        raise fail(f"--d-layers must be from 1 to 8, got {d_layers}.")
     if quarter_channels is not None:
         _require_positive(quarter_channels=quarter_channels)
     _require_non_negative(keep_every=keep_every)

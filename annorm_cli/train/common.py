@@ -245,7 +245,9 @@ class EMA:
         """One _foreach kernel per kind instead of one per tensor (the same bits as lerp_ each)."""
         decay = min(self.decay, (1 + step) / (10 + step))
         torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
-        torch._foreach_copy_(list(self.model.buffers()), list(model.buffers()))
+        buffers = list(self.model.buffers())
+        if buffers:                                    # (an inpainting generator has none)
+            torch._foreach_copy_(buffers, list(model.buffers()))
 
 
 # ----------------------------------------------------------------------------- files
