@@ -1,4 +1,4 @@
-"""scripts/cifar10-on-gpu.sh, run on the CPU with a tiny model for a minute: both runs resume
+"""scripts/cifar10-on-gpu.sh, run on the CPU with a tiny model for 90 s: both runs resume
 the given state (at a step no fresh run could reach in that time), train at full rates, then
 decay to 0 from where phase 1 stopped."""
 import os
@@ -31,7 +31,7 @@ def test_the_gpu_script_resumes_trains_and_decays_each_batch_size(tmp_path, monk
     torch.save(start, tmp_path / "start.pt")
     env = {**os.environ, "START": str(tmp_path / "start.pt"), "DATA": str(data), "DEVICE": "cpu", "BATCHES": "4 8",
            "PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "FAST": "0"}   # compiling on a CPU takes the minute
-    done = subprocess.run(["bash", "scripts/cifar10-on-gpu.sh", str(tmp_path / "runs"), "1.0"], cwd=ROOT, env=env,
+    done = subprocess.run(["bash", "scripts/cifar10-on-gpu.sh", str(tmp_path / "runs"), "1.5"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"at step {START_STEP}" in done.stdout
