@@ -215,7 +215,9 @@ def test_thin_regions_take_the_network_fill_deep_ones_the_texture_and_known_pixe
     assert (share[~mask] == 0).all()
     assert (share[5:35, 5:35] == 1).all()                    # the box whole, its rim included
     assert (share[18:21, 44:68] == 0).all()                  # the stroke beyond the ramp
-    assert np.allclose(share[19, 35:40], [0.8, 0.6, 0.4, 0.2, 0.0])   # the ramp where they meet
+    # the ramp where they meet: twice the share of the 9 x 9 square that is texture region
+    # (the box's columns 31-34 seen from column 35: 4 of 9 columns, then 3, 2, 1, 0)
+    assert np.allclose(share[19, 35:40], [2 * c * 9 / 81 for c in (4, 3, 2, 1, 0)])
     rng = np.random.default_rng(0)
     known = rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)
     network = np.where(mask[..., None], np.uint8(10), known)

@@ -138,29 +138,39 @@ def texture_fill(image: np.ndarray, mask: np.ndarray, guide: np.ndarray, scale: 
 NETWORK_DEPTH = 8          # px: hole regions no deeper than this (thin strokes) keep the network's fill
 
 
-def _grow(region: torch.Tensor, steps: int) -> torch.Tensor:
-    """[1, 1, H, W] 0/1 -> the same grown by `steps` px (chessboard), one 3x3 dilation per px."""
-    for _ in range(steps):
-        region = F.max_pool2d(region, 3, 1, padding=1)
-    return region
+def _box_sum(x: np.ndarray, radius: int) -> np.ndarray:
+    """[H, W] bool -> the count of True over each (2 radius + 1)^2 square, outside the image 0: an
+    integral image, so the cost does not grow with the radius."""
+    H, W = x.shape
+    padded = np.zeros((H + 2 * radius + 1, W + 2 * radius + 1), np.int32)          # x: bool; sums < 2**31
+    padded[radius + 1:radius + 1 + H, radius + 1:radius + 1 + W] = x
+    table = padded.cumsum(0).cumsum(1)
+    size = 2 * radius + 1
+    return table[size:, size:] - table[:-size, size:] - table[size:, :-size] + table[:-size, :-size]
 
 
 def texture_share(mask: np.ndarray, depth: int) -> np.ndarray:
     """[H, W] float in [0, 1]: how much of each hole pixel the texture step fills. Deep regions of
-    the hole (pixels more than `depth` px from any known pixel, the image border counting as
-    unknown) and everything within `depth` px of them are texture (1): object holes whole, rim
-    included. Thin regions out of their reach (strokes, thin limbs of a shape) are the network's
-    (0), with a linear ramp over the next `depth` px between the two."""
-    hole = torch.from_numpy(np.ascontiguousarray(mask))[None, None].float()
-    core = hole
-    for _ in range(depth):                                                   # erode `depth` times
-        core = -F.max_pool2d(-core, 3, 1, padding=1)
-    reach = _grow(core, depth)                                               # the deep region, rim included
-    share = reach.clone()
-    for step in range(1, depth + 1):                                         # the ramp beyond it
-        reach = F.max_pool2d(reach, 3, 1, padding=1)
-        share = torch.maximum(share, reach * (1 - step / (depth + 1)))
-    return (share * hole)[0, 0].numpy()
+    the hole (pixels more than `depth` px, chessboard, from any known pixel; the image border
+    counts as unknown) and everything within `depth` px of them are texture (1): object holes
+    whole, rim included. Thin regions out of their reach (scribbles, wires, thin limbs of a
+    shape) are the network's (0). Where they meet, the share falls off over about `depth` px
+    (the share of texture region in a square of side 2 depth + 1, doubled). Square erosions and
+    dilations by box sums over the hole's bounding box grown by 2 depth + 1 (nothing beyond it
+    reaches in)."""
+    share = np.zeros(mask.shape, np.float32)
+    rows, cols = np.nonzero(mask)
+    if len(rows) == 0:
+        return share
+    grow, area = 2 * depth + 1, (2 * depth + 1) ** 2
+    top, left = max(0, rows.min() - grow), max(0, cols.min() - grow)
+    bottom, right = min(mask.shape[0], rows.max() + 1 + grow), min(mask.shape[1], cols.max() + 1 + grow)
+    hole = np.ascontiguousarray(mask[top:bottom, left:right])
+    core = _box_sum(hole, depth) == area                                     # eroded by `depth`
+    reach = _box_sum(core, depth) > 0                                        # the deep region, rim included
+    ramp = np.minimum(1.0, 2 * _box_sum(reach, depth) / area)
+    share[top:bottom, left:right] = np.where(reach, 1.0, ramp) * hole
+    return share
 
 
 def network_where_thin(network: np.ndarray, textured: np.ndarray, mask: np.ndarray,
@@ -172,9 +182,13 @@ def network_where_thin(network: np.ndarray, textured: np.ndarray, mask: np.ndarr
     depth = NETWORK_DEPTH if depth is None else depth
     if depth <= 0:
         return textured
-    weight = texture_share(mask, depth)[..., None]                           # [H, W, 1]
-    blended = network.astype(np.float32) * (1 - weight) + textured.astype(np.float32) * weight
-    return np.where(mask[..., None], np.round(blended).astype(np.uint8), network)
+    weight = texture_share(mask, depth)[mask][:, None]                       # [hole pixels, 1]
+    if (weight == 1).all():                                                  # no thin region: all texture
+        return textured
+    out = network.copy()
+    blended = network[mask].astype(np.float32) * (1 - weight) + textured[mask].astype(np.float32) * weight
+    out[mask] = np.round(blended).astype(np.uint8)
+    return out
 
 
 def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
