@@ -230,7 +230,8 @@ REALISM = dict(adv_start=0, adv_weight=0.5, feature_weight=5.0, rec_weight=0.5, 
                object_masks=0.5, reconstruction="l1")
 
 
-@pytest.mark.parametrize("inference_scale,realism", [(False, {}), (True, {}), (True, REALISM)])
+@pytest.mark.parametrize("inference_scale,realism", [(False, {}), (True, {}), (True, REALISM),
+                                                     (True, {**REALISM, "proposal": "patchmatch"})])
 def test_inpaint_training_resumes_exactly(tmp_path, inference_scale, realism):
     from annorm_cli.train import inpainting as trainer
     from annorm_cli.train.common import load_checkpoint
@@ -647,3 +648,36 @@ def test_evaluate_inpaint_writes_json_and_scores_the_network_without_attention(t
     assert on["attention_off"] is False
     assert abs(on["buckets"]["20-30%"]["annorm"]["psnr"] - off) > 0.01          # switching AN off changed the fill
     assert on["buckets"]["20-30%"]["telea"]["psnr"] == result["buckets"]["20-30%"]["telea"]["psnr"]
+
+
+def test_the_refinement_stage_refines_a_given_proposal_instead_of_the_coarse_guess():
+    torch.manual_seed(0)
+    model = InpaintGenerator(TINY).eval()
+    image, mask = torch.rand(2, 3, 16, 16) * 2 - 1, (torch.rand(2, 1, 16, 16) > 0.6).float()
+    proposal = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        coarse, refined = model(image, mask, proposal)
+        _, plain = model(image, mask)
+        _, other = model(image, mask, -proposal)
+    assert coarse is proposal and refined.shape == image.shape
+    assert not torch.equal(refined, plain) and not torch.equal(refined, other)   # the proposal is what is refined
+    with pytest.raises(BadInputError, match="proposal must be shaped like the image"):
+        model(image, mask, proposal[:, :, :8])
+
+
+def test_patchmatch_proposals_keep_known_pixels_and_repeat_for_a_seed():
+    from annorm_cli.train.inpainting import patchmatch_proposals
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (2, 3, 32, 32))).float() / 127.5 - 1
+    masks = torch.zeros(2, 1, 32, 32)
+    masks[:, :, 8:20, 10:24] = 1
+    a = patchmatch_proposals(images, masks, 3)
+    assert torch.allclose(a * (1 - masks), images * (1 - masks), atol=1e-6)
+    assert torch.equal(a, patchmatch_proposals(images, masks, 3))
+    assert not torch.equal(a, patchmatch_proposals(images, masks, 4))
+
+
+def test_cli_train_inpaint_refuses_an_unknown_proposal(tmp_path, capsys):
+    code, err = _run(capsys, "train", "inpaint", "--out", tmp_path / "run", "--proposal", "telea", "--quiet")
+    assert code == 2 and "Unknown proposal 'telea'; choose none, patchmatch." in err
+    assert not (tmp_path / "run").exists()

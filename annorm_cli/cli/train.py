@@ -204,6 +204,8 @@ def train_inpaint(
                                          "features of the fill and of the truth, over the hole."),
     rec_weight: float = typer.Option(INPAINT.rec_weight, help="Weight of the reconstruction loss on the refined output "
                                      "(lower it for realism: the mean of what a hole may hold is a blur)."),
+    proposal: str = typer.Option(INPAINT.proposal, help="none | patchmatch: the refinement stage refines PatchMatch's "
+                                 "fill of each crop instead of the coarse stage's guess (needs pypatchmatch)."),
     channels: int = typer.Option(16, help="Width at full resolution (x2 at 1/2; new runs only)."),
     quarter_channels: Optional[int] = typer.Option(None, help="Width at 1/4 resolution (default 4 x channels; new runs, "
                                                                "or wider than the --init-from model's)."),
@@ -260,6 +262,11 @@ def train_inpaint(
     if reconstruction not in trainer.RECONSTRUCTION_LOSSES:
         raise fail(f"Unknown reconstruction loss '{reconstruction}'; choose "
                    f"{', '.join(trainer.RECONSTRUCTION_LOSSES)}.")
+    if proposal not in trainer.PROPOSALS:
+        raise fail(f"Unknown proposal '{proposal}'; choose {', '.join(trainer.PROPOSALS)}.")
+    if proposal == "patchmatch":                               # pypatchmatch at hand, before any run folder
+        import torch
+        trainer.patchmatch_proposals(torch.zeros(1, 3, 8, 8), torch.eye(8)[None, None], 0)
     if not 0 <= object_masks <= 1:
         raise fail(f"--object-masks is a share from 0 to 1, got {object_masks}.")
     set_threads(threads)

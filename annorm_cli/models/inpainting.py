@@ -163,16 +163,25 @@ class InpaintGenerator(nn.Module):
         self.refine_middle = nn.Sequential(*[conv(q, q, dilation=d, kind=kind) for d in config.dilations[:2]])
         self.refine_decoder = Decoder(c, q, config.skips, kind)
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor, mask: torch.Tensor,
+                proposal: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """With `proposal` [B, 3, H, W] (another method's fill, e.g. PatchMatch's) the refinement
+        stage refines it in place of the coarse stage's guess, which is then not computed: the
+        returned `coarse` is the proposal."""
         if image.ndim != 4 or image.shape[1] != 3 or mask.shape != (image.shape[0], 1, *image.shape[2:]):
             raise BadInputError(f"InpaintGenerator expects image [B, 3, H, W] and mask [B, 1, H, W], "
                                 f"got {list(image.shape)} and {list(mask.shape)}.")
         if image.shape[2] % MULTIPLE or image.shape[3] % MULTIPLE:
             raise BadInputError(f"InpaintGenerator needs sizes that are multiples of {MULTIPLE}; pad the input.")
+        if proposal is not None and proposal.shape != image.shape:
+            raise BadInputError(f"The proposal must be shaped like the image {list(image.shape)}, got {list(proposal.shape)}.")
         known = image * (1 - mask)
         ones = torch.ones_like(mask)
-        h, encoded = self.coarse_encoder(torch.cat([known, mask, ones], 1))      # h [B, q, H/4, W/4]
-        coarse = self.coarse_decoder(self.coarse_middle(h), encoded)
+        if proposal is None:
+            h, encoded = self.coarse_encoder(torch.cat([known, mask, ones], 1))      # h [B, q, H/4, W/4]
+            coarse = self.coarse_decoder(self.coarse_middle(h), encoded)
+        else:
+            coarse = proposal
         merged = known + coarse * mask
         h, encoded = self.refine_encoder(torch.cat([merged, mask, ones], 1))
         h = self.refine_middle(self.refine_attention(h))

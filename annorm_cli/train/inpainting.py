@@ -119,6 +119,20 @@ def inference_scale_crop(photo: torch.Tensor, side: int, crop: int, rng: torch.G
     return image, mask
 
 
+PROPOSALS = ("none", "patchmatch")
+
+
+def patchmatch_proposals(images: torch.Tensor, masks: torch.Tensor, seed: int) -> torch.Tensor:
+    """PatchMatch's fill (pypatchmatch, patch size 3: its best setting on the screen) of each crop:
+    images [B, 3, c, c] in [-1, 1], masks [B, 1, c, c] -> [B, 3, c, c] in [-1, 1]; seeded, so a
+    step's proposals are the same on every run."""
+    from annorm_cli.evaluate.inpainting import patchmatch_inpaint
+    pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    holes = masks[:, 0].numpy() > 0
+    fills = [patchmatch_inpaint(np.ascontiguousarray(p), h, seed=seed + i) for i, (p, h) in enumerate(zip(pixels, holes))]
+    return torch.from_numpy(np.stack(fills)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
 def make_batch(photos: list[torch.Tensor], options: InpaintOptions, step: int,
                work_side: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The global batch of step `step`: crops [B, 3, c, c] and masks [B, 1, c, c], from (seed, step)."""
@@ -191,12 +205,15 @@ def train_step(state: common.GanRun, photos: list[torch.Tensor], device: torch.d
     part = common.local_slice(world, options.batch_size)
     torch.manual_seed(common.step_seed(options.seed, t, stream=1))
     images, masks = make_batch(photos, options, t, state.model_config.work_side)
+    proposals = patchmatch_proposals(images, masks, common.step_seed(options.seed, t, stream=2) % 2 ** 31) \
+        if options.proposal == "patchmatch" else None
     images, masks = images[part].to(device), masks[part].to(device)
+    proposals = proposals[part].to(device) if proposals is not None else None
     common.set_learning_rates(state, options.lr, options.lr_d, options.lr_decay_start)
     adversarial = options.adv_weight > 0 and t >= options.adv_start
     losses = {}
     with autocast(device, state.precision):
-        coarse, refined = state.G(images, masks)
+        coarse, refined = state.G(images, masks, proposals)
         completed = refined * masks + images * (1 - masks)
     if adversarial:
         with autocast(device, state.precision):
@@ -206,7 +223,9 @@ def train_step(state: common.GanRun, photos: list[torch.Tensor], device: torch.d
         state.opt_d.step()
         losses["loss_d"] = loss_d.item()
     loss_rec = reconstruction_loss(refined.float(), images, masks, options)
-    loss = options.rec_weight * loss_rec + reconstruction_loss(coarse.float(), images, masks, options)
+    loss = options.rec_weight * loss_rec
+    if proposals is None:                                      # a proposal is given, not learnt
+        loss = loss + reconstruction_loss(coarse.float(), images, masks, options)
     loss = loss + orthogonality_penalty(common.unwrap(state.G)) * options.ortho_weight
     if adversarial:
         D_local = common.unwrap(state.D).requires_grad_(False)
