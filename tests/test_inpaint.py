@@ -675,6 +675,10 @@ def test_patchmatch_proposals_keep_known_pixels_and_repeat_for_a_seed():
     assert torch.allclose(a * (1 - masks), images * (1 - masks), atol=1e-6)
     assert torch.equal(a, patchmatch_proposals(images, masks, 3))
     assert not torch.equal(a, patchmatch_proposals(images, masks, 4))
+    from annorm_cli.evaluate.inpainting import patchmatch_inpaint       # threads give what one at a time gives
+    alone = patchmatch_inpaint(((images[1] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy(),
+                               masks[1, 0].numpy() > 0, seed=3)
+    assert torch.equal(a[1], torch.from_numpy(alone).permute(2, 0, 1).float() / 127.5 - 1)
 
 
 def test_cli_train_inpaint_refuses_an_unknown_proposal(tmp_path, capsys):
