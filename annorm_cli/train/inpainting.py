@@ -253,14 +253,16 @@ def train_step(state: common.GanRun, photos: list[torch.Tensor], device: torch.d
     return {"loss_rec": loss_rec.item(), **losses}
 
 
-def sample_strip(generator: InpaintGenerator, photos: list[torch.Tensor], crop: int) -> np.ndarray:
-    """Rows of (input with hole, mask, output, truth) for fixed centre crops of held-out photos."""
+def sample_strip(generator: InpaintGenerator, photos: list[torch.Tensor], crop: int, proposal: str = "none") -> np.ndarray:
+    """Rows of (input with hole, mask, output, truth) for fixed centre crops of held-out photos
+    (with a PatchMatch proposal, the output is the network's refinement of it)."""
     from annorm_cli.images import make_grid
     images = torch.stack([(p[:, :crop, :crop].float() / 127.5 - 1) for p in photos])      # [rows, 3, c, c]
     masks = torch.from_numpy(np.stack([random_mask(crop, crop, 1000 + i, (0.2, 0.4))
                                        for i in range(len(photos))]))[:, None].float()
+    proposals = patchmatch_proposals(images, masks, 0) if proposal == "patchmatch" else None
     with torch.no_grad():
-        _, refined = generator.eval()(images, masks)
+        _, refined = generator.eval()(images, masks, proposals)
     completed = refined * masks + images * (1 - masks)
     columns = [images * (1 - masks) + masks, masks.expand(-1, 3, -1, -1) * 2 - 1, completed, images]
     tiles = torch.stack(columns, 1).flatten(0, 1)                                 # [rows*4, 3, c, c]
@@ -290,7 +292,7 @@ def train(options: InpaintOptions, config: InpaintConfig, run_dir: Path, *, devi
                        "world": world.size, "images": len(photos)})
 
     def sample() -> dict:
-        strip = sample_strip(copy.deepcopy(state.ema.model).cpu(), preview, options.crop)
+        strip = sample_strip(copy.deepcopy(state.ema.model).cpu(), preview, options.crop, options.proposal)
         return {"path": str(save_png(strip, run_dir / f"samples-{state.step:07d}.png"))}
 
     common.run_loop(state, lambda: train_step(state, photos, device, world), options=options,
