@@ -685,3 +685,17 @@ def test_cli_train_inpaint_refuses_an_unknown_proposal(tmp_path, capsys):
     code, err = _run(capsys, "train", "inpaint", "--out", tmp_path / "run", "--proposal", "telea", "--quiet")
     assert code == 2 and "Unknown proposal 'telea'; choose none, patchmatch." in err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_pipeline_can_refine_patchmatch_s_fill_and_keeps_known_pixels():
+    from annorm_cli.pipelines import inpaint_array
+    torch.manual_seed(0)
+    model = InpaintGenerator(TINY).eval()
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    mask = np.zeros((48, 64), bool)
+    mask[10:30, 20:44] = True
+    refined = inpaint_array(model, image, mask, texture=False, proposal=True)
+    assert np.array_equal(refined[~mask], image[~mask])
+    assert np.array_equal(refined, inpaint_array(model, image, mask, texture=False, proposal=True))
+    assert not np.array_equal(refined, inpaint_array(model, image, mask, texture=False))

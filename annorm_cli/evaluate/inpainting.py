@@ -73,14 +73,8 @@ def opencv_inpaint(image: np.ndarray, mask: np.ndarray, method: str, radius: int
 
 def patchmatch_inpaint(image: np.ndarray, mask: np.ndarray, seed: int = 0, patch_size: int = 3) -> np.ndarray:
     """PatchMatch inpainting (Barnes et al. 2009, the pypatchmatch package) of an RGB uint8 image."""
-    try:
-        import patchmatch
-    except ImportError:
-        patchmatch = None
-    if patchmatch is None or not patchmatch.patchmatch_available:
-        raise AnnormError("The PatchMatch baseline needs pypatchmatch: pip install 'annorm[eval]'.")
-    patchmatch.set_random_seed(seed)
-    return patchmatch.inpaint(np.ascontiguousarray(image), mask.astype(np.uint8), patch_size=patch_size)
+    from annorm_cli.synthesis import patchmatch_fill
+    return patchmatch_fill(image, mask, seed, patch_size)
 
 
 def baseline_fill(method: str, image: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -65,6 +65,15 @@ def match_surroundings(fill: torch.Tensor, image: torch.Tensor, hole: torch.Tens
     return fill + pull_push(image - fill, 1 - hole)
 
 
+def _patchmatch_proposal(x: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """PatchMatch's fill of the network's input x [1, 3, H, W] in [-1, 1] with hole [1, 1, H, W]:
+    the proposal a network trained with `--proposal patchmatch` refines (seed 0)."""
+    from annorm_cli.synthesis import patchmatch_fill
+    pixels = ((x[0].cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    filled = patchmatch_fill(pixels, hole[0, 0].cpu().numpy() > 0, seed=0)
+    return torch.from_numpy(filled).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
 DEEPEST_HOLE = 16          # px at the network's scale: holes deeper than this are filled smaller
 TEXTURE_MARGIN = 1.0       # the texture step copies from the hole's box grown by this much of its size
 
@@ -82,7 +91,7 @@ def network_scale(model: torch.nn.Module, mask: np.ndarray, region_side: int, ma
 @torch.no_grad()
 def network_fill(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
                  device: torch.device = torch.device("cpu"), max_side: Optional[int] = None,
-                 whole_image: bool = False, match: bool = True) -> tuple[np.ndarray, float]:
+                 whole_image: bool = False, match: bool = True, proposal: bool = False) -> tuple[np.ndarray, float]:
     """The network's fill of one photo. image [H, W, 3] uint8, mask [H, W] bool (True = hole) ->
     ([H, W, 3] uint8 whose pixels outside the hole are the input's, bit for bit; the scale the
     network worked at).
@@ -106,7 +115,8 @@ def network_fill(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
         m = (F.interpolate(hole, size=small, mode="area") > 0).float()         # any hole pixel -> hole
     x, H, W = _pad_to_multiple(x.to(device), MULTIPLE)
     m, _, _ = _pad_to_multiple(m.to(device), MULTIPLE)
-    _, refined = model.to(device).eval()(x, m)
+    model = model.to(device).eval()
+    _, refined = model(x, m, _patchmatch_proposal(x, m).to(device)) if proposal else model(x, m)
     refined = refined[:, :, :H, :W].float().cpu()
     if scale < 1.0:
         refined = F.interpolate(refined, size=size, mode="bilinear", align_corners=False)
@@ -193,7 +203,8 @@ def network_where_thin(network: np.ndarray, textured: np.ndarray, mask: np.ndarr
 
 def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
                   device: torch.device = torch.device("cpu"), max_side: Optional[int] = None,
-                  whole_image: bool = False, match: bool = True, texture: bool = True, seed: int = 0) -> np.ndarray:
+                  whole_image: bool = False, match: bool = True, texture: bool = True, seed: int = 0,
+                  proposal: bool = False) -> np.ndarray:
     """Fill the hole of one photo. image [H, W, 3] uint8, mask [H, W] bool (True = hole) ->
     [H, W, 3] uint8 whose pixels outside the hole are the input's, bit for bit.
 
@@ -212,7 +223,7 @@ def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *
     if mask.all():
         raise BadInputError("The mask covers the whole image: there are no known pixels to fill the hole from.")
     filled, scale = network_fill(model, image, mask, device=device, max_side=max_side, whole_image=whole_image,
-                                 match=match)
+                                 match=match, proposal=proposal)
     if texture and not whole_image:
         filled = network_where_thin(filled, texture_fill(image, mask, filled, scale, seed), mask)
     return filled

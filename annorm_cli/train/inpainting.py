@@ -131,10 +131,10 @@ def patchmatch_proposals(images: torch.Tensor, masks: torch.Tensor, seed: int) -
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    from annorm_cli.evaluate.inpainting import patchmatch_inpaint
+    from annorm_cli.synthesis import patchmatch_fill
     pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     holes = masks[:, 0].numpy() > 0
-    patchmatch_inpaint(np.zeros((8, 8, 3), np.uint8), np.eye(8, dtype=bool), seed=seed)    # sets the seed
+    patchmatch_fill(np.zeros((8, 8, 3), np.uint8), np.eye(8, dtype=bool), seed=seed)        # sets the seed
     import patchmatch
     fill = lambda pair: patchmatch.inpaint(np.ascontiguousarray(pair[0]), pair[1].astype(np.uint8),  # noqa: E731
                                            patch_size=3)

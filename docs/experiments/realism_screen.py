@@ -12,10 +12,11 @@ not the shipped protocol (that is `annorm evaluate inpaint`).
     python docs/experiments/realism_screen.py OUTSIDE_DIR --candidate shipped=weights/scenes-inpaint-an.safetensors \\
         --candidate ft=RUN.safetensors:32 --candidate ft-texture=RUN.safetensors:32:texture --strip strip.png
 
-A candidate is NAME=WEIGHTS[:DEPTH[:texture[:THIN]]]: the network fills at a scale where the hole
-is at most DEPTH px deep (the pipeline's DEEPEST_HOLE), then the texture step if named, which
-gives way to the network's fill within THIN px of known pixels (NETWORK_DEPTH, default 0); a
-candidate with no suffix is the pipeline as it stands. Baseline fills and the originals'
+A candidate is NAME=WEIGHTS[:DEPTH[:texture|notexture[:THIN[:proposal]]]]: the network fills at a
+scale where the hole is at most DEPTH px deep (the pipeline's DEEPEST_HOLE), refining PatchMatch's
+fill at that scale if `proposal` is named, then the texture step if named, which keeps the
+network's fill in thin regions (NETWORK_DEPTH, default 0: texture everywhere); a candidate with
+no suffix is the pipeline as it stands. Baseline fills and the originals'
 features are cached in --cache (keyed by the photo set), so a screen of one checkpoint costs only
 its own fills.
 """
@@ -79,13 +80,14 @@ def candidate_fill(spec: str):
         return name, lambda photo, hole: pipelines.inpaint_array(network, photo, hole)
     constants = {"DEEPEST_HOLE": int(parts[1]), "NETWORK_DEPTH": int(parts[3]) if len(parts) > 3 else 0}
     texture = len(parts) > 2 and parts[2] == "texture"
+    proposal = "proposal" in parts                     # the network refines PatchMatch's fill at its scale
 
     def fill(photo, hole):
         saved = {key: getattr(inpainting_pipeline, key) for key in constants}
         for key, value in constants.items():
             setattr(inpainting_pipeline, key, value)
         try:
-            return pipelines.inpaint_array(network, photo, hole, texture=texture)
+            return pipelines.inpaint_array(network, photo, hole, texture=texture, proposal=proposal)
         finally:
             for key, value in saved.items():
                 setattr(inpainting_pipeline, key, value)
