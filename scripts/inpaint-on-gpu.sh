@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Continue the inpainting realism fine-tune (SN-PatchGAN + feature matching, issue 33) on a GPU for
+# Continue the inpainting realism run (issue 33: the committed design, e.g. PatchMatch proposals refined) on a GPU for
 # a fixed number of minutes, from the committed training state, with a larger batch than the CPU's:
 #
 #   bash scripts/inpaint-on-gpu.sh RUN MINUTES          e.g. bash scripts/inpaint-on-gpu.sh ~/runs/inpaint-gpu 8
@@ -8,13 +8,13 @@
 # 1,000 steps): bring it back and export it with `annorm train export RUN --out W.safetensors`, or
 # run the script again with START=RUN to go on. The run stops with SIGINT before the deadline, so
 # it writes its checkpoint on the way out. Environment: START (default
-# weights/scenes-inpaint-an-realism.train.pt, the committed realism state), BATCH (default 32: the CPU runs
+# weights/scenes-inpaint-an-proposal.train.pt, the committed state of the current design), BATCH (default 32: the CPU runs
 # at 8), DATA (default the trainer's: ../shared/data/scenes), DEVICE (default cuda), THREADS
 # (default 4: the data pipeline's), PYTHON (default python3; annorm must be importable by it).
 set -euo pipefail
 run=${1:?usage: inpaint-on-gpu.sh RUN MINUTES}
 minutes=${2:?usage: inpaint-on-gpu.sh RUN MINUTES}
-start_state=${START:-weights/scenes-inpaint-an-realism.train.pt}
+start_state=${START:-weights/scenes-inpaint-an-proposal.train.pt}
 batch=${BATCH:-32}
 device=${DEVICE:-cuda}
 threads=${THREADS:-4}

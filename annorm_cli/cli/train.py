@@ -186,7 +186,7 @@ def train_inpaint(
     ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Run folder (checkpoint, log.jsonl, sample strips). Keep it outside the repo."),
     data: Path = typer.Option(Path(INPAINT.data), help="Folder of photos (searched recursively); the held-out list is excluded."),
-    resume: Optional[Path] = typer.Option(None, help="Continue from a run folder or checkpoint (e.g. weights/scenes-inpaint-an-realism.train.pt)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue from a run folder or checkpoint (e.g. weights/scenes-inpaint-an-proposal.train.pt)."),
     steps: int = typer.Option(INPAINT.steps, help="Total steps."),
     batch_size: int = typer.Option(INPAINT.batch_size, help="Global batch size."),
     crop: int = typer.Option(INPAINT.crop, help="Training crop size (a multiple of 4)."),
