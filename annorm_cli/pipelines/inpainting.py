@@ -65,13 +65,25 @@ def match_surroundings(fill: torch.Tensor, image: torch.Tensor, hole: torch.Tens
     return fill + pull_push(image - fill, 1 - hole)
 
 
-def _patchmatch_proposal(x: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-    """PatchMatch's fill of the network's input x [1, 3, H, W] in [-1, 1] with hole [1, 1, H, W]:
-    the proposal a network trained with `--proposal patchmatch` refines (seed 0)."""
+def patchmatch_proposals(images: torch.Tensor, masks: torch.Tensor, seed: int) -> torch.Tensor:
+    """PatchMatch's fill (synthesis.patchmatch_fill, patch size 3) of each image: images [B, 3, H, W]
+    in [-1, 1], masks [B, 1, H, W] (1 = hole) -> [B, 3, H, W] in [-1, 1], the proposals a network
+    trained with `train inpaint --proposal patchmatch` refines. Every fill starts its random search
+    from `seed` (pypatchmatch's global seed), so the same inputs give the same bits; the images are
+    filled in parallel threads (the native code runs without the GIL), one per CPU core."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
     from annorm_cli.synthesis import patchmatch_fill
-    pixels = ((x[0].cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    filled = patchmatch_fill(pixels, hole[0, 0].cpu().numpy() > 0, seed=0)
-    return torch.from_numpy(filled).permute(2, 0, 1)[None].float() / 127.5 - 1
+    pixels = ((images.cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    holes = masks[:, 0].cpu().numpy() > 0
+    patchmatch_fill(np.zeros((8, 8, 3), np.uint8), np.eye(8, dtype=bool), seed=seed)   # seeds it (or says it is missing)
+    import patchmatch
+    fill = lambda pair: patchmatch.inpaint(np.ascontiguousarray(pair[0]), pair[1].astype(np.uint8),  # noqa: E731
+                                           patch_size=3)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(pixels), os.cpu_count() or 1))) as pool:
+        fills = list(pool.map(fill, zip(pixels, holes)))
+    return torch.from_numpy(np.stack(fills)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 DEEPEST_HOLE = 16          # px at the network's scale: holes deeper than this are filled smaller
@@ -116,7 +128,7 @@ def network_fill(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
     x, H, W = _pad_to_multiple(x.to(device), MULTIPLE)
     m, _, _ = _pad_to_multiple(m.to(device), MULTIPLE)
     model = model.to(device).eval()
-    _, refined = model(x, m, _patchmatch_proposal(x, m).to(device)) if proposal else model(x, m)
+    _, refined = model(x, m, patchmatch_proposals(x, m, seed=0).to(device)) if proposal else model(x, m)
     refined = refined[:, :, :H, :W].float().cpu()
     if scale < 1.0:
         refined = F.interpolate(refined, size=size, mode="bilinear", align_corners=False)
@@ -169,12 +181,10 @@ def texture_share(mask: np.ndarray, depth: int) -> np.ndarray:
     dilations by box sums over the hole's bounding box grown by 2 depth + 1 (nothing beyond it
     reaches in)."""
     share = np.zeros(mask.shape, np.float32)
-    rows, cols = np.nonzero(mask)
-    if len(rows) == 0:
+    if not mask.any():
         return share
-    grow, area = 2 * depth + 1, (2 * depth + 1) ** 2
-    top, left = max(0, rows.min() - grow), max(0, cols.min() - grow)
-    bottom, right = min(mask.shape[0], rows.max() + 1 + grow), min(mask.shape[1], cols.max() + 1 + grow)
+    area = (2 * depth + 1) ** 2
+    top, bottom, left, right = hole_region(mask, margin=0.0, min_margin=2 * depth + 1)
     hole = np.ascontiguousarray(mask[top:bottom, left:right])
     core = _box_sum(hole, depth) == area                                     # eroded by `depth`
     reach = _box_sum(core, depth) > 0                                        # the deep region, rim included

@@ -20,6 +20,7 @@ from annorm_cli.images import save_png, to_uint8
 from annorm_cli.masks import object_mask, random_mask
 from annorm_cli.models.inpainting import InpaintConfig, InpaintGenerator, PatchDiscriminator, load_narrower
 from annorm_cli.nn.attentive_norm import orthogonality_penalty
+from annorm_cli.pipelines.inpainting import patchmatch_proposals
 from annorm_cli.train import common
 from annorm_cli.train.options import InpaintOptions
 
@@ -120,27 +121,6 @@ def inference_scale_crop(photo: torch.Tensor, side: int, crop: int, rng: torch.G
 
 
 PROPOSALS = ("none", "patchmatch")
-
-
-def patchmatch_proposals(images: torch.Tensor, masks: torch.Tensor, seed: int) -> torch.Tensor:
-    """PatchMatch's fill (pypatchmatch, patch size 3: its best setting on the screen) of each crop:
-    images [B, 3, c, c] in [-1, 1], masks [B, 1, c, c] -> [B, 3, c, c] in [-1, 1]. Every fill
-    starts its random search from `seed` (pypatchmatch's global seed), so a step's proposals are
-    the same on every run; the crops are filled in parallel threads (the native code runs
-    without the GIL), one per CPU core: a GPU run's data side."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    from annorm_cli.synthesis import patchmatch_fill
-    pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    holes = masks[:, 0].numpy() > 0
-    patchmatch_fill(np.zeros((8, 8, 3), np.uint8), np.eye(8, dtype=bool), seed=seed)        # sets the seed
-    import patchmatch
-    fill = lambda pair: patchmatch.inpaint(np.ascontiguousarray(pair[0]), pair[1].astype(np.uint8),  # noqa: E731
-                                           patch_size=3)
-    with ThreadPoolExecutor(max_workers=max(1, min(len(pixels), os.cpu_count() or 1))) as pool:
-        fills = list(pool.map(fill, zip(pixels, holes)))
-    return torch.from_numpy(np.stack(fills)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def make_batch(photos: list[torch.Tensor], options: InpaintOptions, step: int,
