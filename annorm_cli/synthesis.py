@@ -321,7 +321,7 @@ def patchmatch_fill(image, mask, seed: int = 0, patch_size: int = 3):
     except ImportError:
         patchmatch = None
     if patchmatch is None or not patchmatch.patchmatch_available:
-        raise AnnormError("PatchMatch needs pypatchmatch: pip install 'annorm[eval]'.")
+        raise AnnormError("PatchMatch needs pypatchmatch (a dependency of annorm): pip install 'pypatchmatch>=2.2'.")
     patchmatch.set_random_seed(seed)
     return patchmatch.inpaint(np.ascontiguousarray(image), mask.astype(np.uint8), patch_size=patch_size)
 

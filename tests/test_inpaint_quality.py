@@ -161,7 +161,7 @@ def test_the_shipped_model_fills_a_flat_sky_smoothly_in_its_own_colour(shape):
 def test_patchmatch_missing_is_one_clear_sentence(monkeypatch):
     monkeypatch.setitem(sys.modules, "patchmatch", None)            # import patchmatch -> ImportError
     image = np.zeros((16, 16, 3), np.uint8)
-    with pytest.raises(AnnormError, match="needs pypatchmatch: pip install 'annorm\\[eval\\]'"):
+    with pytest.raises(AnnormError, match="needs pypatchmatch \\(a dependency of annorm\\)"):
         metrics.baseline_fill("patchmatch", image, np.eye(16, dtype=bool))
 
 
@@ -227,3 +227,65 @@ def test_thin_regions_take_the_network_fill_deep_ones_the_texture_and_known_pixe
     assert (out[5:35, 5:35] == 250).all() and (out[18:21, 44:68] == 10).all()
     assert np.array_equal(out, network_where_thin(network, textured, mask, depth=4))
     assert np.array_equal(network_where_thin(network, textured, mask, depth=0), textured)
+
+
+# ----------------------------------------------------------------------------- object holes: PatchMatch
+def test_object_holes_are_told_from_strokes_by_their_shape():
+    from annorm_cli.masks import random_mask
+    from annorm_cli.pipelines.inpainting import is_object_hole
+    assert all(is_object_hole(object_mask(120, 160, seed)) for seed in range(40))
+    yy, xx = np.mgrid[:120, :160]
+    assert is_object_hole((yy - 60) ** 2 + (xx - 80) ** 2 < 30 ** 2)              # a disc: 0.16
+    line = np.zeros((120, 160), bool)
+    line[50:56, 10:150] = True                                                     # 6 x 140: 3^2 / 840
+    assert not is_object_hole(line)
+    strokes = [is_object_hole(random_mask(120, 160, seed, (0.1, 0.2))) for seed in range(40)]
+    assert 0 < sum(strokes) < 20                     # most scribbles are not objects; a blobby few are
+
+
+def _textured_photo(height: int, width: int) -> np.ndarray:
+    yy, xx = np.mgrid[:height, :width]
+    rng = np.random.default_rng(3)
+    base = np.stack([120 + 60 * np.sin(xx / 5.0), 100 + 50 * np.cos(yy / 7.0), 90 + 0 * xx], -1)
+    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("side", [None, 48])
+def test_patchmatch_region_changes_only_the_hole_and_repeats_its_bits(monkeypatch, side):
+    from annorm_cli.pipelines import inpainting as pipeline
+    if side is not None:
+        monkeypatch.setattr(pipeline, "PATCHMATCH_SIDE", side)     # the large-photo path: filled at 48 px, then texture
+    image = _textured_photo(96, 128)
+    mask = object_mask(96, 128, 4)
+    out = pipeline.patchmatch_region(image, mask, seed=0)
+    assert np.array_equal(out[~mask], image[~mask])
+    assert np.array_equal(out, pipeline.patchmatch_region(image, mask, seed=0))
+    assert not np.array_equal(out, pipeline.patchmatch_region(image, mask, seed=1))
+    hole = out[mask].astype(float)
+    assert abs(hole.mean() - image[~mask].mean()) < 25 and hole.std() > 0.5 * image[~mask].std()   # texture, not a blur
+
+
+def _tiny_inpainter():
+    from annorm_cli.models.inpainting import InpaintConfig, InpaintGenerator
+    torch.manual_seed(0)
+    return InpaintGenerator(InpaintConfig(channels=4, n_entities=4, dilations=(2,), attention_blocks=1,
+                                          work_side=64)).eval()
+
+
+def test_an_object_hole_is_patchmatch_in_its_deep_regions_and_the_network_in_its_thin_ones():
+    from annorm_cli.pipelines import inpainting as pipeline
+    from annorm_cli.pipelines.inpainting import PATCHMATCH_DEPTH, inpaint_array, texture_share
+    model = _tiny_inpainter()
+    image = _textured_photo(96, 128)
+    mask = np.zeros((96, 128), bool)
+    mask[20:76, 30:86] = True                                # a box, 28 px deep
+    mask[46:49, 86:126] = True                               # a 3 px wire leaving it
+    assert pipeline.is_object_hole(mask)
+    out = inpaint_array(model, image, mask, seed=2)
+    deep = texture_share(mask, PATCHMATCH_DEPTH) == 1
+    network, _ = pipeline.network_fill(model, image, mask)
+    assert np.array_equal(out[deep], pipeline.patchmatch_region(image, mask, seed=2)[deep])
+    thin = mask & (texture_share(mask, PATCHMATCH_DEPTH) == 0)
+    assert thin.sum() > 50 and np.array_equal(out[thin], network[thin])
+    assert np.array_equal(out[~mask], image[~mask])
+    assert np.array_equal(out, inpaint_array(model, image, mask, seed=2))

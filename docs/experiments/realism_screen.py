@@ -68,6 +68,49 @@ def crop_features(images: list[np.ndarray], holes: list[np.ndarray], inception) 
     return np.concatenate([inception_features(crops[i:i + 16], inception) for i in range(0, len(crops), 16)])
 
 
+@torch.no_grad()
+def corrected_patchmatch(network, photo: np.ndarray, hole: np.ndarray, blur: float = 0.0) -> np.ndarray:
+    """PatchMatch's fill at full resolution plus the network's correction at its scale: the hole's
+    region downscaled as network_fill does, PatchMatch's full-resolution fill area-downscaled as
+    the proposal, and (refined - proposal), optionally Gaussian-blurred by `blur` px at that scale,
+    upsampled and added. Where the network works at full scale (strokes) this is its refinement."""
+    import torch.nn.functional as F
+    from annorm_cli.models.inpainting import MULTIPLE
+    from annorm_cli.synthesis import patchmatch_fill
+    ip = inpainting_pipeline
+    proposal_full = patchmatch_fill(photo, hole, seed=0)
+    top, bottom, left, right = ip.hole_region(hole)
+    as_tensor = lambda a: torch.from_numpy(np.array(a[top:bottom, left:right])).permute(2, 0, 1)[None].float() / 127.5 - 1  # noqa: E731
+    region, proposal = as_tensor(photo), as_tensor(proposal_full)
+    region_hole = torch.from_numpy(hole[top:bottom, left:right])[None, None].float()
+    size = region.shape[2:]
+    scale = ip.network_scale(network, hole, max(size), None)
+    x, m, p_small = region, region_hole, proposal
+    if scale < 1.0:
+        small = [max(MULTIPLE, round(s * scale)) for s in size]
+        x = ip.downscale_known(region, region_hole, small)
+        m = (F.interpolate(region_hole, size=small, mode="area") > 0).float()
+        p_small = F.interpolate(proposal, size=small, mode="area")
+    xp, H, W = ip._pad_to_multiple(x, MULTIPLE)
+    mp, _, _ = ip._pad_to_multiple(m, MULTIPLE)
+    pp, _, _ = ip._pad_to_multiple(p_small, MULTIPLE)
+    _, refined = network.eval()(xp, mp, pp)
+    delta = (refined[:, :, :H, :W] - p_small) * m
+    if blur > 0:
+        r = int(3 * blur)
+        g = torch.exp(-torch.arange(-r, r + 1).float() ** 2 / (2 * blur ** 2))
+        g = (g / g.sum()).repeat(3, 1, 1, 1)                                    # [3, 1, 1, k]
+        delta = F.conv2d(F.pad(delta, (r, r, 0, 0), mode="replicate"), g, groups=3)
+        delta = F.conv2d(F.pad(delta, (0, 0, r, r), mode="replicate"), g.transpose(2, 3), groups=3)
+    if scale < 1.0:
+        delta = F.interpolate(delta, size=size, mode="bilinear", align_corners=False)
+    out_region = ((proposal + delta).clamp(-1, 1) + 1) * 127.5
+    out = photo.copy()
+    window, window_mask = out[top:bottom, left:right], hole[top:bottom, left:right]
+    window[window_mask] = out_region.round().to(torch.uint8)[0].permute(1, 2, 0).numpy()[window_mask]
+    return out
+
+
 def candidate_fill(spec: str):
     """NAME=WEIGHTS[:DEPTH[:texture[:THIN]]] -> (name, fill(photo, hole)): the network fills at
     most DEPTH px deep (the pipeline's DEEPEST_HOLE), then the texture step if named, whose fill
@@ -78,6 +121,38 @@ def candidate_fill(spec: str):
     network, _ = weight_files.load(None, parts[0], task="inpaint")
     if len(parts) == 1:
         return name, lambda photo, hole: pipelines.inpaint_array(network, photo, hole)
+    if parts[1] == "layered":                          # WEIGHTS:layered:D: PatchMatch in regions deeper than D
+        depth = int(parts[2])
+
+        def layered(photo, hole):
+            from annorm_cli.synthesis import patchmatch_fill
+            share = inpainting_pipeline.texture_share(hole, depth)[..., None]
+            pipeline = pipelines.inpaint_array(network, photo, hole).astype(np.float32)
+            deep = patchmatch_fill(photo, hole, seed=0).astype(np.float32)
+            return np.round(pipeline * (1 - share) + deep * share).astype(np.uint8)
+        return name, layered
+    if parts[1] == "compact":                          # WEIGHTS:compact:C:D: layered:D for holes with depth^2/area >= C
+        threshold, depth = float(parts[2]), int(parts[3])
+        _, layered = candidate_fill(f"{name}={parts[0]}:layered:{depth}")
+
+        def per_hole(photo, hole):
+            from annorm_cli.masks import hole_depth
+            if hole_depth(hole) ** 2 / hole.sum() >= threshold:
+                return layered(photo, hole)
+            return pipelines.inpaint_array(network, photo, hole)
+        return name, per_hole
+    if parts[1] == "corrected":                        # WEIGHTS:corrected[:BLUR[:thin]]; BLUR inf: PatchMatch alone
+        blur = float(parts[2]) if len(parts) > 2 else 0.0
+
+        def fill(photo, hole):
+            from annorm_cli.synthesis import patchmatch_fill
+            deep = patchmatch_fill(photo, hole, seed=0) if blur == float("inf") else \
+                corrected_patchmatch(network, photo, hole, blur)
+            if "thin" not in parts:
+                return deep
+            thin, _ = inpainting_pipeline.network_fill(network, photo, hole, proposal=True)
+            return inpainting_pipeline.network_where_thin(thin, deep, hole)
+        return name, fill
     constants = {"DEEPEST_HOLE": int(parts[1]), "NETWORK_DEPTH": int(parts[3]) if len(parts) > 3 else 0}
     texture = len(parts) > 2 and parts[2] == "texture"
     proposal = "proposal" in parts                     # the network refines PatchMatch's fill at its scale
