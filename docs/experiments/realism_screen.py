@@ -16,7 +16,11 @@ A candidate is NAME=WEIGHTS[:DEPTH[:texture|notexture[:THIN[:proposal]]]]: the n
 scale where the hole is at most DEPTH px deep (the pipeline's DEEPEST_HOLE), refining PatchMatch's
 fill at that scale if `proposal` is named, then the texture step if named, which keeps the
 network's fill in thin regions (NETWORK_DEPTH, default 0: texture everywhere); a candidate with
-no suffix is the pipeline as it stands. Baseline fills and the originals'
+no suffix is the pipeline as it stands. Prototypes of the PatchMatch-first forms (2026-12-06):
+WEIGHTS:corrected[:BLUR[:thin]] (PatchMatch at full size plus the proposal network's correction
+at its scale, blurred by BLUR px; BLUR inf: PatchMatch alone; thin: the network's fill in thin
+regions), WEIGHTS:layered:D (the pipeline's fill, PatchMatch's in regions deeper than D) and
+WEIGHTS:compact:C:D (layered:D for holes with depth^2 / area >= C, else the pipeline). Baseline fills and the originals'
 features are cached in --cache (keyed by the photo set), so a screen of one checkpoint costs only
 its own fills.
 """
