@@ -251,16 +251,16 @@ def _textured_photo(height: int, width: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("side", [None, 48])
-def test_patchmatch_region_changes_only_the_hole_and_repeats_its_bits(monkeypatch, side):
+def test_patchmatch_photo_changes_only_the_hole_and_repeats_its_bits(monkeypatch, side):
     from annorm_cli.pipelines import inpainting as pipeline
     if side is not None:
         monkeypatch.setattr(pipeline, "PATCHMATCH_SIDE", side)     # the large-photo path: filled at 48 px, then texture
     image = _textured_photo(96, 128)
     mask = object_mask(96, 128, 4)
-    out = pipeline.patchmatch_region(image, mask, seed=0)
+    out = pipeline.patchmatch_photo(image, mask, seed=0)
     assert np.array_equal(out[~mask], image[~mask])
-    assert np.array_equal(out, pipeline.patchmatch_region(image, mask, seed=0))
-    assert not np.array_equal(out, pipeline.patchmatch_region(image, mask, seed=1))
+    assert np.array_equal(out, pipeline.patchmatch_photo(image, mask, seed=0))
+    assert not np.array_equal(out, pipeline.patchmatch_photo(image, mask, seed=1))
     hole = out[mask].astype(float)
     assert abs(hole.mean() - image[~mask].mean()) < 25 and hole.std() > 0.5 * image[~mask].std()   # texture, not a blur
 
@@ -272,9 +272,9 @@ def _tiny_inpainter():
                                           work_side=64)).eval()
 
 
-def test_an_object_hole_is_patchmatch_in_its_deep_regions_and_the_network_in_its_thin_ones():
+def test_an_object_hole_is_patchmatch_except_in_its_thin_regions():
     from annorm_cli.pipelines import inpainting as pipeline
-    from annorm_cli.pipelines.inpainting import PATCHMATCH_DEPTH, inpaint_array, texture_share
+    from annorm_cli.pipelines.inpainting import NETWORK_DEPTH, inpaint_array, texture_share
     model = _tiny_inpainter()
     image = _textured_photo(96, 128)
     mask = np.zeros((96, 128), bool)
@@ -282,10 +282,10 @@ def test_an_object_hole_is_patchmatch_in_its_deep_regions_and_the_network_in_its
     mask[46:49, 86:126] = True                               # a 3 px wire leaving it
     assert pipeline.is_object_hole(mask)
     out = inpaint_array(model, image, mask, seed=2)
-    deep = texture_share(mask, PATCHMATCH_DEPTH) == 1
+    share = texture_share(mask, NETWORK_DEPTH)
     network, _ = pipeline.network_fill(model, image, mask)
-    assert np.array_equal(out[deep], pipeline.patchmatch_region(image, mask, seed=2)[deep])
-    thin = mask & (texture_share(mask, PATCHMATCH_DEPTH) == 0)
+    deep, thin = share == 1, mask & (share == 0)
+    assert np.array_equal(out[deep], pipeline.patchmatch_photo(image, mask, seed=2)[deep])
     assert thin.sum() > 50 and np.array_equal(out[thin], network[thin])
     assert np.array_equal(out[~mask], image[~mask])
     assert np.array_equal(out, inpaint_array(model, image, mask, seed=2))

@@ -212,8 +212,7 @@ def network_where_thin(network: np.ndarray, textured: np.ndarray, mask: np.ndarr
 
 
 COMPACT_HOLE = 0.06        # depth^2 / area at or above which a hole is one solid object (see is_object_hole)
-PATCHMATCH_DEPTH = 16      # px: in an object hole, regions deeper than this are PatchMatch's, thinner ones the network's
-PATCHMATCH_SIDE = 640      # px: PatchMatch fills the hole's box at most this long; larger ones smaller, then texture_fill
+PATCHMATCH_SIDE = 640      # px: PatchMatch fills photos at most this long; larger ones smaller, then texture_fill
 
 
 def is_object_hole(mask: np.ndarray) -> bool:
@@ -225,32 +224,27 @@ def is_object_hole(mask: np.ndarray) -> bool:
     return hole_depth(mask) ** 2 / max(int(mask.sum()), 1) >= COMPACT_HOLE
 
 
-def patchmatch_region(image: np.ndarray, mask: np.ndarray, seed: int = 0) -> np.ndarray:
-    """PatchMatch's fill (synthesis.patchmatch_fill) of the hole's box grown by TEXTURE_MARGIN.
-    A box longer than PATCHMATCH_SIDE is filled at that size from its known pixels
-    (downscale_known), and that fill guides texture_fill back to full size, so a large photo
-    costs about what a small one does. image [H, W, 3] uint8, mask [H, W] bool -> [H, W, 3]
-    uint8; only hole pixels change."""
+def patchmatch_photo(image: np.ndarray, mask: np.ndarray, seed: int = 0) -> np.ndarray:
+    """PatchMatch's fill (synthesis.patchmatch_fill) of the hole, searching the whole photo (the
+    hole's box alone was worse on the outside photos of the realism screen: KID 19.6 against 14.6).
+    A photo longer than PATCHMATCH_SIDE is filled at that size from its known pixels
+    (downscale_known), and that fill guides texture_fill back to full size, so a large photo costs
+    about what a small one does. image [H, W, 3] uint8, mask [H, W] bool -> [H, W, 3] uint8; only
+    hole pixels change."""
     from annorm_cli.synthesis import downscale_known as downscale
-    from annorm_cli.synthesis import patchmatch_fill, synthesize
-    top, bottom, left, right = hole_region(mask, margin=TEXTURE_MARGIN, min_margin=48)
-    region, hole = image[top:bottom, left:right], np.ascontiguousarray(mask[top:bottom, left:right])
-    scale = min(1.0, PATCHMATCH_SIDE / max(region.shape[:2]))
+    from annorm_cli.synthesis import patchmatch_fill
+    scale = min(1.0, PATCHMATCH_SIDE / max(mask.shape))
     if scale == 1.0:
-        filled = patchmatch_fill(region, hole, seed=seed)                      # [h, w, 3] uint8
-    else:
-        pixels = torch.from_numpy(np.array(region)).permute(2, 0, 1).float()   # [3, h, w], 0-255
-        hole_t = torch.from_numpy(hole)
-        size = (max(8, round(hole.shape[0] * scale)), max(8, round(hole.shape[1] * scale)))
-        small_hole = F.interpolate(hole_t[None, None].float(), size=size, mode="area")[0, 0] > 0
-        small = downscale(pixels, hole_t, size).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-        proposal = torch.from_numpy(patchmatch_fill(small, small_hole.numpy(), seed=seed)).permute(2, 0, 1).float()
-        guide = F.interpolate(proposal[None], size=hole.shape, mode="bilinear", align_corners=False)[0]
-        filled = synthesize(pixels, hole_t, guide, scale, seed=seed).round().clamp(0, 255).to(torch.uint8)
-        filled = filled.permute(1, 2, 0).numpy()
-    out = image.copy()
-    out[top:bottom, left:right][hole] = filled[hole]
-    return out
+        return patchmatch_fill(image, mask, seed=seed)
+    size = (max(8, round(mask.shape[0] * scale)), max(8, round(mask.shape[1] * scale)))
+    hole = torch.from_numpy(np.ascontiguousarray(mask))
+    pixels = torch.from_numpy(image).permute(2, 0, 1).float()                             # [3, H, W], 0-255
+    small_hole = F.interpolate(hole[None, None].float(), size=size, mode="area")[0, 0] > 0
+    small = downscale(pixels, hole, size).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    proposal = torch.from_numpy(patchmatch_fill(small, small_hole.numpy(), seed=seed)).permute(2, 0, 1).float()
+    guide = F.interpolate(proposal[None], size=mask.shape, mode="bilinear", align_corners=False)[0]
+    guide = guide.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return texture_fill(image, mask, np.where(mask[..., None], guide, image), scale, seed)
 
 
 def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *,
@@ -261,9 +255,9 @@ def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *
     [H, W, 3] uint8 whose pixels outside the hole are the input's, bit for bit.
 
     Two steps: the network's fill at a small scale (network_fill: structure and colour), then,
-    with `texture`, real texture from the photo: in an object hole (is_object_hole) PatchMatch's
-    fill of its deep regions (patchmatch_region), elsewhere texture copied in at full resolution
-    under the network's guidance (texture_fill); thin regions keep the network's fill in both
+    with `texture`, real texture from the photo: PatchMatch's fill in an object hole
+    (is_object_hole, patchmatch_photo), elsewhere texture copied in at full resolution under the
+    network's guidance (texture_fill); thin regions keep the network's fill in both
     (network_where_thin). The same inputs and seed give the same bits."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise BadInputError("inpaint needs an RGB uint8 image [H, W, 3].")
@@ -279,10 +273,9 @@ def inpaint_array(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, *
     filled, scale = network_fill(model, image, mask, device=device, max_side=max_side, whole_image=whole_image,
                                  match=match, proposal=proposal)
     if texture and not whole_image:
-        if is_object_hole(mask):
-            filled = network_where_thin(filled, patchmatch_region(image, mask, seed), mask, PATCHMATCH_DEPTH)
-        else:
-            filled = network_where_thin(filled, texture_fill(image, mask, filled, scale, seed), mask)
+        textured = patchmatch_photo(image, mask, seed) if is_object_hole(mask) else \
+            texture_fill(image, mask, filled, scale, seed)
+        filled = network_where_thin(filled, textured, mask)
     return filled
 
 

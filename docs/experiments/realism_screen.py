@@ -135,6 +135,12 @@ def candidate_fill(spec: str):
             deep = patchmatch_fill(photo, hole, seed=0).astype(np.float32)
             return np.round(pipeline * (1 - share) + deep * share).astype(np.uint8)
         return name, layered
+    if parts[1] in ("pm", "pmregion"):                 # WEIGHTS:pm:SEED / pmregion:SEED: PatchMatch alone, pypatchmatch / the pipeline's patchmatch_photo
+        seed = int(parts[2])
+        if parts[1] == "pm":
+            from annorm_cli.synthesis import patchmatch_fill
+            return name, lambda photo, hole: patchmatch_fill(photo, hole, seed=seed)
+        return name, lambda photo, hole: inpainting_pipeline.patchmatch_photo(photo, hole, seed)
     if parts[1] == "compact":                          # WEIGHTS:compact:C:D: layered:D for holes with depth^2/area >= C
         threshold, depth = float(parts[2]), int(parts[3])
         _, layered = candidate_fill(f"{name}={parts[0]}:layered:{depth}")
@@ -157,7 +163,8 @@ def candidate_fill(spec: str):
             thin, _ = inpainting_pipeline.network_fill(network, photo, hole, proposal=True)
             return inpainting_pipeline.network_where_thin(thin, deep, hole)
         return name, fill
-    constants = {"DEEPEST_HOLE": int(parts[1]), "NETWORK_DEPTH": int(parts[3]) if len(parts) > 3 else 0}
+    constants = {"DEEPEST_HOLE": int(parts[1]), "NETWORK_DEPTH": int(parts[3]) if len(parts) > 3 else 0,
+                 "COMPACT_HOLE": float("inf")}         # the texture step in every hole, as before PatchMatch took objects
     texture = len(parts) > 2 and parts[2] == "texture"
     proposal = "proposal" in parts                     # the network refines PatchMatch's fill at its scale
 
