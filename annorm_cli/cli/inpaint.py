@@ -52,9 +52,11 @@ def inpaint_command(
     max_side: Optional[int] = typer.Option(None, help="Largest side the network sees; bigger hole regions are "
                                                       "downscaled (default: the model's work_side). Deep holes are "
                                                       "filled smaller still, as deep as the network was trained for."),
-    texture: bool = typer.Option(True, help="Copy real texture from the photo into the hole at full resolution, "
-                                 "guided by the network's fill; --no-texture keeps the network's smooth fill."),
-    seed: int = typer.Option(0, help="Seed of the texture step's random search: the same seed gives the same bits."),
+    texture: bool = typer.Option(True, help="Copy real texture from the photo into the hole at full resolution: "
+                                 "PatchMatch for an object-shaped hole, elsewhere guided by the network's fill; "
+                                 "--no-texture keeps the network's smooth fill."),
+    seed: int = typer.Option(0, help="Seed of the texture step's (and PatchMatch's) random search: the same seed "
+                                     "gives the same bits."),
     model: Optional[str] = typer.Option(None, help="Registry name (default scenes-inpaint-an)."),
     weights: Optional[Path] = typer.Option(None, help="A .safetensors file with its JSON card beside it."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
