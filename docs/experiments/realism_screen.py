@@ -135,7 +135,7 @@ def candidate_fill(spec: str):
             deep = patchmatch_fill(photo, hole, seed=0).astype(np.float32)
             return np.round(pipeline * (1 - share) + deep * share).astype(np.uint8)
         return name, layered
-    if parts[1] in ("pm", "pmregion"):                 # WEIGHTS:pm:SEED / pmregion:SEED: PatchMatch alone, pypatchmatch / the pipeline's patchmatch_photo
+    if parts[1] in ("pm", "pmphoto"):                  # WEIGHTS:pm:SEED / pmphoto:SEED: PatchMatch alone: pypatchmatch / the pipeline's patchmatch_photo
         seed = int(parts[2])
         if parts[1] == "pm":
             from annorm_cli.synthesis import patchmatch_fill
