@@ -231,7 +231,8 @@ REALISM = dict(adv_start=0, adv_weight=0.5, feature_weight=5.0, rec_weight=0.5, 
 
 
 @pytest.mark.parametrize("inference_scale,realism", [(False, {}), (True, {}), (True, REALISM),
-                                                     (True, {**REALISM, "proposal": "patchmatch"})])
+                                                     (True, {**REALISM, "proposal": "patchmatch"}),
+                                                     (True, {**REALISM, "proposal": "patchmatch", "correction_blur": 2.0})])
 def test_inpaint_training_resumes_exactly(tmp_path, inference_scale, realism):
     from annorm_cli.train import inpainting as trainer
     from annorm_cli.train.common import load_checkpoint
@@ -685,6 +686,44 @@ def test_cli_train_inpaint_refuses_an_unknown_proposal(tmp_path, capsys):
     code, err = _run(capsys, "train", "inpaint", "--out", tmp_path / "run", "--proposal", "telea", "--quiet")
     assert code == 2 and "Unknown proposal 'telea'; choose none, patchmatch." in err
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_train_inpaint_refuses_a_correction_blur_without_a_proposal(tmp_path, capsys):
+    code, err = _run(capsys, "train", "inpaint", "--out", tmp_path / "run", "--correction-blur", "-1", "--quiet")
+    assert code == 2 and "--correction-blur must be 0 or more, got -1.0." in err
+    code, err = _run(capsys, "train", "inpaint", "--out", tmp_path / "run", "--correction-blur", "2", "--quiet")
+    assert code == 2 and "--correction-blur smooths the correction of a proposal: it needs --proposal patchmatch." in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_smoothed_correction_keeps_the_proposal_s_texture():
+    from annorm_cli.train.inpainting import fill
+    torch.manual_seed(0)
+    model = InpaintGenerator(TINY).eval()
+    image = torch.rand(1, 3, 32, 32) * 2 - 1
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:24, 8:24] = 1
+    proposal = image * (1 - mask) + (torch.rand(1, 3, 32, 32) * 2 - 1) * mask              # a noisy fill
+    with torch.no_grad():
+        _, free = fill(model, image, mask, proposal)
+        _, smooth = fill(model, image, mask, proposal, correction_blur=3.0)
+    correction = (smooth - proposal) * mask
+    assert torch.equal(free, model(image, mask, proposal)[1])
+    assert torch.equal(smooth * (1 - mask), proposal * (1 - mask))                          # known pixels: the proposal's
+    step = lambda x: (x[..., 1:, :] - x[..., :-1, :])[..., 9:23, 8:24].abs().mean()       # noqa: E731
+    assert step(correction) < 0.05 * step(proposal) and step(correction) < 0.2 * step(free - proposal)
+
+
+def test_low_pass_in_hole_is_a_normalised_smoothing_over_the_hole():
+    from annorm_cli.pipelines.inpainting import low_pass_in_hole
+    mask = torch.zeros(1, 1, 20, 30)
+    mask[..., 5:15, 3:12] = 1
+    values = torch.full((1, 3, 20, 30), 7.0)
+    smooth = low_pass_in_hole(values, mask, 2.5)
+    assert torch.allclose(smooth, 7.0 * mask)                                  # a constant stays, to the hole's edge
+    noisy = low_pass_in_hole(torch.randn(1, 3, 20, 30), mask, 2.5)
+    assert (noisy * (1 - mask)).abs().max() == 0 and noisy[mask.expand(1, 3, -1, -1) > 0].std() < 0.5
+    assert torch.equal(low_pass_in_hole(values, mask, 0), values * mask)
 
 
 def test_the_pipeline_can_refine_patchmatch_s_fill_and_keeps_known_pixels():

@@ -239,8 +239,34 @@ def test_object_holes_are_told_from_strokes_by_their_shape():
     line = np.zeros((120, 160), bool)
     line[50:56, 10:150] = True                                                     # 6 x 140: 3^2 / 840
     assert not is_object_hole(line)
+    bent = np.zeros((120, 160), bool)
+    bent[40:80, 30:50] = bent[40:45, 50:130] = True                               # an L: deep enough, hull half empty
+    assert not is_object_hole(bent)
+    assert is_object_hole(((yy - 60) ** 2 + (xx - 40) ** 2 < 20 ** 2) | ((yy - 60) ** 2 + (xx - 120) ** 2 < 20 ** 2))
+    assert not is_object_hole(((yy - 60) ** 2 + (xx - 40) ** 2 < 20 ** 2) | line)  # a disc and a stroke
     strokes = [is_object_hole(random_mask(120, 160, seed, (0.1, 0.2))) for seed in range(40)]
-    assert 0 < sum(strokes) < 20                     # most scribbles are not objects; a blobby few are
+    assert sum(strokes) <= 2                         # free-form strokes (with their boxes) are not objects
+
+
+def test_hole_parts_and_solidity():
+    from annorm_cli.masks import hole_parts, random_mask, solidity
+    mask = np.zeros((40, 60), bool)
+    mask[2:10, 2:12] = True                                                        # a box of 80
+    mask[10, 12] = True                                                            # touches it diagonally
+    mask[20:30, 30:35] = True                                                      # a second part, 50
+    mask[35, 50:58] = True                                                         # a third, 8
+    parts = hole_parts(mask)
+    assert [int(p.sum()) for p in parts] == [81, 50, 8]
+    assert np.array_equal(np.sum(parts, axis=0) > 0, mask) and np.sum(parts, axis=0).max() == 1
+    assert hole_parts(np.zeros((5, 5), bool)) == []
+    strokes = random_mask(96, 128, 3)
+    assert np.array_equal(np.sum(hole_parts(strokes), axis=0) > 0, strokes)
+    assert solidity(parts[1]) == 1.0                                               # a box
+    triangle = np.tril(np.ones((50, 50), bool))                 # 1275 px; hull: the square less (1,0)-(50,0)-(50,49)
+    assert abs(solidity(triangle) - 1275 / (2500 - 49 * 49 / 2)) < 1e-9
+    ring = np.ones((30, 30), bool)
+    ring[5:25, 5:25] = False
+    assert abs(solidity(ring) - 500 / 900) < 1e-9
 
 
 def _textured_photo(height: int, width: int) -> np.ndarray:

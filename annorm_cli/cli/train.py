@@ -206,6 +206,9 @@ def train_inpaint(
                                      "(lower it for realism: the mean of what a hole may hold is a blur)."),
     proposal: str = typer.Option(INPAINT.proposal, help="none | patchmatch: the refinement stage refines PatchMatch's "
                                  "fill of each crop instead of the coarse stage's guess (needs pypatchmatch)."),
+    correction_blur: float = typer.Option(INPAINT.correction_blur, help="With --proposal patchmatch: px of the Gaussian "
+                                          "that smooths the network's correction of the proposal, so only its "
+                                          "low frequencies count and PatchMatch's texture stays (0: off)."),
     channels: int = typer.Option(16, help="Width at full resolution (x2 at 1/2; new runs only)."),
     quarter_channels: Optional[int] = typer.Option(None, help="Width at 1/4 resolution (default 4 x channels; new runs, "
                                                                "or wider than the --init-from model's)."),
@@ -264,6 +267,9 @@ def train_inpaint(
                    f"{', '.join(trainer.RECONSTRUCTION_LOSSES)}.")
     if proposal not in trainer.PROPOSALS:
         raise fail(f"Unknown proposal '{proposal}'; choose {', '.join(trainer.PROPOSALS)}.")
+    check_finite(correction_blur=correction_blur)
+    if correction_blur < 0:
+        raise fail(f"--correction-blur must be 0 or more, got {correction_blur}.")
     if proposal == "patchmatch":                               # pypatchmatch at hand, before any run folder
         import torch
         trainer.patchmatch_proposals(torch.zeros(1, 3, 8, 8), torch.eye(8)[None, None], 0)

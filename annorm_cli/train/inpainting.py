@@ -20,7 +20,7 @@ from annorm_cli.images import save_png, to_uint8
 from annorm_cli.masks import object_mask, random_mask
 from annorm_cli.models.inpainting import InpaintConfig, InpaintGenerator, PatchDiscriminator, load_narrower
 from annorm_cli.nn.attentive_norm import orthogonality_penalty
-from annorm_cli.pipelines.inpainting import patchmatch_proposals
+from annorm_cli.pipelines.inpainting import low_pass_in_hole, patchmatch_proposals
 from annorm_cli.train import common
 from annorm_cli.train.options import InpaintOptions
 
@@ -203,7 +203,7 @@ def train_step(state: common.GanRun, photos: list[torch.Tensor], device: torch.d
     adversarial = options.adv_weight > 0 and t >= options.adv_start
     losses = {}
     with autocast(device, state.precision):
-        coarse, refined = state.G(images, masks, proposals)
+        coarse, refined = fill(state.G, images, masks, proposals, options.correction_blur)
         completed = refined * masks + images * (1 - masks)
     if adversarial:
         with autocast(device, state.precision):
@@ -233,7 +233,19 @@ def train_step(state: common.GanRun, photos: list[torch.Tensor], device: torch.d
     return {"loss_rec": loss_rec.item(), **losses}
 
 
-def sample_strip(generator: InpaintGenerator, photos: list[torch.Tensor], crop: int, proposal: str = "none") -> np.ndarray:
+def fill(G: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, proposals: Optional[torch.Tensor],
+         correction_blur: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(coarse, refined) of the generator; with proposals and a correction_blur, refined is the
+    proposal plus the low frequencies (low_pass_in_hole) of the network's correction of it, so
+    PatchMatch's texture stays and the network can only move its colours and shading."""
+    coarse, refined = G(images, masks, proposals)
+    if proposals is not None and correction_blur > 0:
+        refined = proposals + low_pass_in_hole(refined - proposals, masks, correction_blur)
+    return coarse, refined
+
+
+def sample_strip(generator: InpaintGenerator, photos: list[torch.Tensor], crop: int, proposal: str = "none",
+                 correction_blur: float = 0.0) -> np.ndarray:
     """Rows of (input with hole, mask, output, truth) for fixed centre crops of held-out photos
     (with a PatchMatch proposal, the output is the network's refinement of it)."""
     from annorm_cli.images import make_grid
@@ -242,7 +254,7 @@ def sample_strip(generator: InpaintGenerator, photos: list[torch.Tensor], crop: 
                                        for i in range(len(photos))]))[:, None].float()
     proposals = patchmatch_proposals(images, masks, 0) if proposal == "patchmatch" else None
     with torch.no_grad():
-        _, refined = generator.eval()(images, masks, proposals)
+        _, refined = fill(generator.eval(), images, masks, proposals, correction_blur)
     completed = refined * masks + images * (1 - masks)
     columns = [images * (1 - masks) + masks, masks.expand(-1, 3, -1, -1) * 2 - 1, completed, images]
     tiles = torch.stack(columns, 1).flatten(0, 1)                                 # [rows*4, 3, c, c]
@@ -255,6 +267,8 @@ def train(options: InpaintOptions, config: InpaintConfig, run_dir: Path, *, devi
     world = common.init_distributed(device)
     if resume is not None:
         options = common.resumed_options(resume, options, overrides)
+    if options.correction_blur > 0 and options.proposal != "patchmatch":
+        raise BadInputError("--correction-blur smooths the correction of a proposal: it needs --proposal patchmatch.")
     held_out = [name for name in holdout_list() if (Path(options.data) / name).is_file()]
     photos = list(load_photos(options.data, exclude=tuple(held_out)).values())
     preview = list(load_photos(options.data, held_out[:4]).values()) if held_out else photos[:4]
@@ -272,7 +286,8 @@ def train(options: InpaintOptions, config: InpaintConfig, run_dir: Path, *, devi
                        "world": world.size, "images": len(photos)})
 
     def sample() -> dict:
-        strip = sample_strip(copy.deepcopy(state.ema.model).cpu(), preview, options.crop, options.proposal)
+        strip = sample_strip(copy.deepcopy(state.ema.model).cpu(), preview, options.crop, options.proposal,
+                             options.correction_blur)
         return {"path": str(save_png(strip, run_dir / f"samples-{state.step:07d}.png"))}
 
     common.run_loop(state, lambda: train_step(state, photos, device, world), options=options,

@@ -65,6 +65,7 @@ class InpaintOptions:
     feature_weight: float = 0.0        # feature matching: L1 between D's features of the fill and of the truth
     rec_weight: float = 1.0            # weight of the reconstruction loss on the refined output (the coarse keeps 1)
     proposal: str = "none"             # "patchmatch": the refinement stage refines PatchMatch's fill of each crop
+    correction_blur: float = 0.0       # px: with a proposal, only the low frequencies of the correction count
     ortho_weight: float = 1e-3
     ema_decay: float = 0.999
     seed: int = 0

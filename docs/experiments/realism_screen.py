@@ -20,7 +20,10 @@ no suffix is the pipeline as it stands. Prototypes of the PatchMatch-first forms
 WEIGHTS:corrected[:BLUR[:thin]] (PatchMatch at full size plus the proposal network's correction
 at its scale, blurred by BLUR px; BLUR inf: PatchMatch alone; thin: the network's fill in thin
 regions), WEIGHTS:layered:D (the pipeline's fill, PatchMatch's in regions deeper than D) and
-WEIGHTS:compact:C:D (layered:D for holes with depth^2 / area >= C, else the pipeline). Baseline fills and the originals'
+WEIGHTS:compact:C:D (layered:D for holes with depth^2 / area >= C, else the pipeline). Since
+2026-12-06 (third session): WEIGHTS:lowpass:BLUR:objects|strokes|all (the pipeline's PatchMatch or
+texture fill taking the network's low frequencies: plus the Gaussian of BLUR px at the network's
+scale of the network's fill minus it, in object holes, other holes or both). Baseline fills and the originals'
 features are cached in --cache (keyed by the photo set), so a screen of one checkpoint costs only
 its own fills.
 """
@@ -76,8 +79,9 @@ def crop_features(images: list[np.ndarray], holes: list[np.ndarray], inception) 
 def corrected_patchmatch(network, photo: np.ndarray, hole: np.ndarray, blur: float = 0.0) -> np.ndarray:
     """PatchMatch's fill at full resolution plus the network's correction at its scale: the hole's
     region downscaled as network_fill does, PatchMatch's full-resolution fill area-downscaled as
-    the proposal, and (refined - proposal), optionally Gaussian-blurred by `blur` px at that scale,
-    upsampled and added. Where the network works at full scale (strokes) this is its refinement."""
+    the proposal, and (refined - proposal), optionally smoothed by a Gaussian of `blur` px over
+    the hole at that scale (low_pass_in_hole, as `train inpaint --correction-blur` trains it; a
+    plain blur before 2026-12-06, third session), upsampled and added. Where the network works at full scale (strokes) this is its refinement."""
     import torch.nn.functional as F
     from annorm_cli.models.inpainting import MULTIPLE
     from annorm_cli.synthesis import patchmatch_fill
@@ -99,19 +103,28 @@ def corrected_patchmatch(network, photo: np.ndarray, hole: np.ndarray, blur: flo
     mp, _, _ = ip._pad_to_multiple(m, MULTIPLE)
     pp, _, _ = ip._pad_to_multiple(p_small, MULTIPLE)
     _, refined = network.eval()(xp, mp, pp)
-    delta = (refined[:, :, :H, :W] - p_small) * m
-    if blur > 0:
-        r = int(3 * blur)
-        g = torch.exp(-torch.arange(-r, r + 1).float() ** 2 / (2 * blur ** 2))
-        g = (g / g.sum()).repeat(3, 1, 1, 1)                                    # [3, 1, 1, k]
-        delta = F.conv2d(F.pad(delta, (r, r, 0, 0), mode="replicate"), g, groups=3)
-        delta = F.conv2d(F.pad(delta, (0, 0, r, r), mode="replicate"), g.transpose(2, 3), groups=3)
+    delta = ip.low_pass_in_hole(refined[:, :, :H, :W] - p_small, m, blur)     # as `--correction-blur` trains it
     if scale < 1.0:
         delta = F.interpolate(delta, size=size, mode="bilinear", align_corners=False)
     out_region = ((proposal + delta).clamp(-1, 1) + 1) * 127.5
     out = photo.copy()
     window, window_mask = out[top:bottom, left:right], hole[top:bottom, left:right]
     window[window_mask] = out_region.round().to(torch.uint8)[0].permute(1, 2, 0).numpy()[window_mask]
+    return out
+
+
+def low_pass_from(base: np.ndarray, guide: np.ndarray, hole: np.ndarray, sigma: float) -> np.ndarray:
+    """base's fill with its low frequencies replaced by guide's: base + the Gaussian of `sigma` px
+    of (guide - base) over the hole (low_pass_in_hole, at full resolution). [H, W, 3] uint8 each;
+    only hole pixels change."""
+    r = max(1, int(3 * sigma))
+    top, bottom, left, right = inpainting_pipeline.hole_region(hole, margin=0.0, min_margin=r)
+    as_tensor = lambda a: torch.from_numpy(a[top:bottom, left:right].astype(np.float32)).permute(2, 0, 1)[None]  # noqa: E731
+    m = torch.from_numpy(np.ascontiguousarray(hole[top:bottom, left:right]))[None, None].float()
+    moved = as_tensor(base) + inpainting_pipeline.low_pass_in_hole(as_tensor(guide) - as_tensor(base), m, sigma)
+    out = base.copy()
+    window, window_mask = out[top:bottom, left:right], hole[top:bottom, left:right]
+    window[window_mask] = moved.round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()[window_mask]
     return out
 
 
@@ -151,6 +164,18 @@ def candidate_fill(spec: str):
                 return layered(photo, hole)
             return pipelines.inpaint_array(network, photo, hole)
         return name, per_hole
+    if parts[1] == "lowpass":                          # WEIGHTS:lowpass:BLUR:objects|strokes|all
+        blur, which = float(parts[2]), parts[3]
+
+        def lowpass(photo, hole):
+            ip = inpainting_pipeline
+            filled, scale = ip.network_fill(network, photo, hole)
+            is_object = ip.is_object_hole(hole)
+            textured = ip.patchmatch_photo(photo, hole, 0) if is_object else ip.texture_fill(photo, hole, filled, scale, 0)
+            if which == "all" or (which == "objects") == is_object:
+                textured = low_pass_from(textured, filled, hole, blur / scale)
+            return ip.network_where_thin(filled, textured, hole)
+        return name, lowpass
     if parts[1] == "corrected":                        # WEIGHTS:corrected[:BLUR[:thin]]; BLUR inf: PatchMatch alone
         blur = float(parts[2]) if len(parts) > 2 else 0.0
 
