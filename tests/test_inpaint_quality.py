@@ -280,7 +280,8 @@ def _textured_photo(height: int, width: int) -> np.ndarray:
 def test_patchmatch_photo_changes_only_the_hole_and_repeats_its_bits(monkeypatch, side):
     from annorm_cli.pipelines import inpainting as pipeline
     if side is not None:
-        monkeypatch.setattr(pipeline, "PATCHMATCH_SIDE", side)     # the large-photo path: filled at 48 px, then texture
+        monkeypatch.setattr(pipeline, "PATCHMATCH_PIXELS", 96 * 128 - 1)   # the large-photo path:
+        monkeypatch.setattr(pipeline, "PATCHMATCH_SIDE", side)              # filled at 48 px, then texture
     image = _textured_photo(96, 128)
     mask = object_mask(96, 128, 4)
     out = pipeline.patchmatch_photo(image, mask, seed=0)

@@ -231,7 +231,8 @@ def network_where_thin(network: np.ndarray, textured: np.ndarray, mask: np.ndarr
 
 COMPACT_HOLE = 0.06        # depth^2 / area at or above which a hole is deep for its size (see is_object_hole)
 SOLID_HOLE = 0.6           # the share of its convex hull a hole covers at or above which it is one solid shape
-PATCHMATCH_SIDE = 640      # px: PatchMatch fills photos at most this long; larger ones smaller, then texture_fill
+PATCHMATCH_PIXELS = 1_000_000   # PatchMatch fills photos of up to this many pixels at full size (about 3 s here)
+PATCHMATCH_SIDE = 640           # px: larger photos are filled at this long side, then brought back by texture_fill
 
 
 def is_solid_shape(part: np.ndarray) -> bool:
@@ -255,13 +256,13 @@ def is_object_hole(mask: np.ndarray) -> bool:
 def patchmatch_photo(image: np.ndarray, mask: np.ndarray, seed: int = 0) -> np.ndarray:
     """PatchMatch's fill (synthesis.patchmatch_fill) of the hole, searching the whole photo (the
     hole's box alone was worse on the outside photos of the realism screen: KID 19.6 against 14.6).
-    A photo longer than PATCHMATCH_SIDE is filled at that size from its known pixels
-    (downscale_known), and that fill guides texture_fill back to full size, so a large photo costs
-    about what a small one does. image [H, W, 3] uint8, mask [H, W] bool -> [H, W, 3] uint8; only
+    A photo of more than PATCHMATCH_PIXELS (PatchMatch alone would take over 3 s on 2 CPU cores)
+    is filled at a long side of PATCHMATCH_SIDE from its known pixels (downscale_known), and that
+    fill guides texture_fill back to full size, so a large photo costs about what a small one does. image [H, W, 3] uint8, mask [H, W] bool -> [H, W, 3] uint8; only
     hole pixels change."""
     from annorm_cli.synthesis import downscale_known as downscale
     from annorm_cli.synthesis import patchmatch_fill
-    scale = min(1.0, PATCHMATCH_SIDE / max(mask.shape))
+    scale = 1.0 if mask.size <= PATCHMATCH_PIXELS else min(1.0, PATCHMATCH_SIDE / max(mask.shape))
     if scale == 1.0:
         return patchmatch_fill(image, mask, seed=seed)
     size = (max(8, round(mask.shape[0] * scale)), max(8, round(mask.shape[1] * scale)))
