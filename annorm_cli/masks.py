@@ -164,9 +164,11 @@ def _row_runs(mask: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(r), int(s), int(e)) for r, s, e in zip(rows[::2], cols[::2], cols[1::2])]
 
 
-def hole_parts(mask: np.ndarray) -> list[np.ndarray]:
-    """The connected parts of bool mask [H, W] (8-connected), each a bool mask [H, W], largest
-    first: runs of each row joined to the runs of the row above that touch them (union-find)."""
+def hole_parts(mask: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+    """The connected parts of bool mask [H, W] (8-connected), largest first, each as (top, left,
+    the part cropped to its bounding box [h, w] bool), so a mask of many specks costs no more
+    memory than the mask: runs of each row joined to the runs of the row above that touch them
+    (union-find)."""
     runs = _row_runs(mask)
     parent = list(range(len(runs)))
 
@@ -182,17 +184,18 @@ def hole_parts(mask: np.ndarray) -> list[np.ndarray]:
             if s <= end and start <= e:                                         # overlap, diagonals included
                 parent[root(i)] = root(j)
         by_row.setdefault(row, []).append(i)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(runs)):
-        groups.setdefault(root(i), []).append(i)
+    groups: dict[int, list[tuple[int, int, int]]] = {}
+    for i, run in enumerate(runs):
+        groups.setdefault(root(i), []).append(run)
     parts = []
     for members in groups.values():
-        part = np.zeros(mask.shape, bool)
-        for i in members:
-            row, start, end = runs[i]
-            part[row, start:end] = True
-        parts.append(part)
-    return sorted(parts, key=lambda p: -int(p.sum()))
+        top, bottom = members[0][0], members[-1][0] + 1                         # runs come row by row
+        left, right = min(m[1] for m in members), max(m[2] for m in members)
+        part = np.zeros((bottom - top, right - left), bool)
+        for row, start, end in members:
+            part[row - top, start - left:end - left] = True
+        parts.append((top, left, part))
+    return sorted(parts, key=lambda p: -int(p[2].sum()))
 
 
 def solidity(mask: np.ndarray) -> float:

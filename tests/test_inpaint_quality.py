@@ -244,6 +244,9 @@ def test_object_holes_are_told_from_strokes_by_their_shape():
     assert not is_object_hole(bent)
     assert is_object_hole(((yy - 60) ** 2 + (xx - 40) ** 2 < 20 ** 2) | ((yy - 60) ** 2 + (xx - 120) ** 2 < 20 ** 2))
     assert not is_object_hole(((yy - 60) ** 2 + (xx - 40) ** 2 < 20 ** 2) | line)  # a disc and a stroke
+    specks = np.zeros((120, 160), bool)
+    specks[::4, ::4] = True                                                        # 1,200 solid specks: speckle
+    assert is_object_hole(specks[:8, :32]) and not is_object_hole(specks)         # 16 parts; 1,200
     strokes = [is_object_hole(random_mask(120, 160, seed, (0.1, 0.2))) for seed in range(40)]
     assert sum(strokes) <= 2                         # free-form strokes (with their boxes) are not objects
 
@@ -255,13 +258,19 @@ def test_hole_parts_and_solidity():
     mask[10, 12] = True                                                            # touches it diagonally
     mask[20:30, 30:35] = True                                                      # a second part, 50
     mask[35, 50:58] = True                                                         # a third, 8
+    def pasted(parts, shape):                                                      # each part back in place, counted
+        canvas = np.zeros(shape, int)
+        for top, left, part in parts:
+            canvas[top:top + part.shape[0], left:left + part.shape[1]] += part
+        return canvas
     parts = hole_parts(mask)
-    assert [int(p.sum()) for p in parts] == [81, 50, 8]
-    assert np.array_equal(np.sum(parts, axis=0) > 0, mask) and np.sum(parts, axis=0).max() == 1
+    assert [int(p.sum()) for _, _, p in parts] == [81, 50, 8]
+    assert [(top, left, p.shape) for top, left, p in parts] == [(2, 2, (9, 11)), (20, 30, (10, 5)), (35, 50, (1, 8))]
+    assert np.array_equal(pasted(parts, mask.shape), mask)
     assert hole_parts(np.zeros((5, 5), bool)) == []
     strokes = random_mask(96, 128, 3)
-    assert np.array_equal(np.sum(hole_parts(strokes), axis=0) > 0, strokes)
-    assert solidity(parts[1]) == 1.0                                               # a box
+    assert np.array_equal(pasted(hole_parts(strokes), strokes.shape), strokes)
+    assert solidity(parts[1][2]) == 1.0                                            # a box
     triangle = np.tril(np.ones((50, 50), bool))                 # 1275 px; hull: the square less (1,0)-(50,0)-(50,49)
     assert abs(solidity(triangle) - 1275 / (2500 - 49 * 49 / 2)) < 1e-9
     ring = np.ones((30, 30), bool)

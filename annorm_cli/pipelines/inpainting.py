@@ -231,12 +231,14 @@ def network_where_thin(network: np.ndarray, textured: np.ndarray, mask: np.ndarr
 
 COMPACT_HOLE = 0.06        # depth^2 / area at or above which a hole is deep for its size (see is_object_hole)
 SOLID_HOLE = 0.6           # the share of its convex hull a hole covers at or above which it is one solid shape
+OBJECT_PARTS = 32          # a hole of more parts is speckle or scribbles, not objects drawn to be removed
 PATCHMATCH_PIXELS = 1_000_000   # PatchMatch fills photos of up to this many pixels at full size (about 3 s here)
 PATCHMATCH_SIDE = 640           # px: larger photos are filled at this long side, then brought back by texture_fill
 
 
 def is_solid_shape(part: np.ndarray) -> bool:
-    """Whether one connected hole part [H, W] bool is a solid shape: deep for its size (depth^2 /
+    """Whether one connected hole part [h, w] bool (cropped to its box: what lies outside it is
+    known) is a solid shape: deep for its size (depth^2 /
     area >= COMPACT_HOLE, depth as masks.hole_depth: a disc reads 0.16, a square 0.25) and filling
     most of its convex hull (masks.solidity >= SOLID_HOLE: a disc 0.98, an L of two bars 0.46)."""
     from annorm_cli.masks import hole_depth, solidity
@@ -244,13 +246,14 @@ def is_solid_shape(part: np.ndarray) -> bool:
 
 
 def is_object_hole(mask: np.ndarray) -> bool:
-    """Whether the hole [H, W] bool is drawn over objects to remove them: every connected part of
-    it is a solid shape (is_solid_shape). Every mask of masks.object_mask (people, cars, signs,
+    """Whether the hole [H, W] bool is drawn over objects to remove them: at most OBJECT_PARTS
+    connected parts, every one a solid shape (is_solid_shape). Every mask of masks.object_mask (people, cars, signs,
     blobs, boxes) reads at least 0.069 and 0.77; free-form strokes (masks.random_mask) read
     0.01-0.15 and 0.15-0.72 as a whole, and 3 in 100 of the 10-20% ones, none of the larger ones,
     are solid shapes in every part (640x480, 100 seeds each)."""
     from annorm_cli.masks import hole_parts
-    return all(is_solid_shape(part) for part in hole_parts(mask))
+    parts = hole_parts(mask)
+    return len(parts) <= OBJECT_PARTS and all(is_solid_shape(part) for _, _, part in parts)
 
 
 def patchmatch_photo(image: np.ndarray, mask: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -258,8 +261,8 @@ def patchmatch_photo(image: np.ndarray, mask: np.ndarray, seed: int = 0) -> np.n
     hole's box alone was worse on the outside photos of the realism screen: KID 19.6 against 14.6).
     A photo of more than PATCHMATCH_PIXELS (PatchMatch alone would take over 3 s on 2 CPU cores)
     is filled at a long side of PATCHMATCH_SIDE from its known pixels (downscale_known), and that
-    fill guides texture_fill back to full size, so a large photo costs about what a small one does. image [H, W, 3] uint8, mask [H, W] bool -> [H, W, 3] uint8; only
-    hole pixels change."""
+    fill guides texture_fill back to full size, so a large photo costs about what a small one
+    does. image [H, W, 3] uint8, mask [H, W] bool -> [H, W, 3] uint8; only hole pixels change."""
     from annorm_cli.synthesis import downscale_known as downscale
     from annorm_cli.synthesis import patchmatch_fill
     scale = 1.0 if mask.size <= PATCHMATCH_PIXELS else min(1.0, PATCHMATCH_SIDE / max(mask.shape))
