@@ -238,17 +238,17 @@ PATCHMATCH_SIDE = 640           # px: larger photos are filled at this long side
 
 def is_solid_shape(part: np.ndarray) -> bool:
     """Whether one connected hole part [h, w] bool (cropped to its box: what lies outside it is
-    known) is a solid shape: deep for its size (depth^2 /
-    area >= COMPACT_HOLE, depth as masks.hole_depth: a disc reads 0.16, a square 0.25) and filling
-    most of its convex hull (masks.solidity >= SOLID_HOLE: a disc 0.98, an L of two bars 0.46)."""
+    known) is a solid shape: deep for its size (depth^2 / area >= COMPACT_HOLE, depth as
+    masks.hole_depth: a disc reads 0.16, a square 0.25) and filling most of its convex hull
+    (masks.solidity >= SOLID_HOLE: a disc 0.98, an L of two bars 0.46)."""
     from annorm_cli.masks import hole_depth, solidity
     return hole_depth(part) ** 2 / max(int(part.sum()), 1) >= COMPACT_HOLE and solidity(part) >= SOLID_HOLE
 
 
 def is_object_hole(mask: np.ndarray) -> bool:
     """Whether the hole [H, W] bool is drawn over objects to remove them: at most OBJECT_PARTS
-    connected parts, every one a solid shape (is_solid_shape). Every mask of masks.object_mask (people, cars, signs,
-    blobs, boxes) reads at least 0.069 and 0.77; free-form strokes (masks.random_mask) read
+    connected parts, every one a solid shape (is_solid_shape). Every mask of masks.object_mask
+    (people, cars, signs, blobs, boxes) reads at least 0.069 and 0.77; free-form strokes (masks.random_mask) read
     0.01-0.15 and 0.15-0.72 as a whole, and 3 in 100 of the 10-20% ones, none of the larger ones,
     are solid shapes in every part (640x480, 100 seeds each)."""
     from annorm_cli.masks import hole_parts
